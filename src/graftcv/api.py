@@ -1,0 +1,380 @@
+"""The public API: `fit` a classifier on labelled images, `load` a saved one, then predict and evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import platform
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from graftcv.artifact import Classifier, build_classifier, read_artifact, save_artifact
+from graftcv.backbones import classifier_param_names, create_backbone
+from graftcv.config import TrainConfig
+from graftcv.data import DataSplits, ImageDataset, ImageSet, build_transform, discover, make_loader
+from graftcv.data.discovery import list_images, read_labelled
+from graftcv.errors import GraftcvError
+from graftcv.evaluation import classification_report, write_report
+from graftcv.features import extract_features, model_fingerprint
+from graftcv.heads import fit_probe
+from graftcv.progress import image_progress
+from graftcv.strategies import DEFAULTS, StrategySettings, plan
+
+log = logging.getLogger("graftcv")
+ImageInput = str | Path | Image.Image | list
+
+
+def _versions() -> dict:
+    import lightning
+    import sklearn
+    import timm
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "lightning": lightning.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _device(preferred: str | None = None) -> torch.device:
+    if preferred:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warn_skipped(skipped: list[tuple[str, str]]) -> None:
+    if skipped:
+        names = "; ".join(f"{Path(p).name} ({reason})" for p, reason in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        log.warning("Skipped %d file(s) that are not usable images: %s%s.", len(skipped), names, more)
+
+
+class Model:
+    """A trained classifier: `predict` images, `evaluate` on labelled data, `save` as an artifact."""
+
+    def __init__(self, network: Classifier, meta: dict, device: str | None = None) -> None:
+        self.device = _device(device)
+        self.network = network.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.data_config: dict = meta["data_config"]
+
+    def _tensors(self, images: list[Image.Image]) -> torch.Tensor:
+        transform = build_transform(self.data_config)
+        return torch.stack([transform(image.convert("RGB")) for image in images])
+
+    @torch.inference_mode()
+    def _probs(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.network(batch).float().cpu()
+
+    def predict_proba(
+        self, images: ImageInput, batch_size: int = 32, progress: bool = False, num_workers: int | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """Class probabilities (n, C) and the name of each image (its path, or its index for PIL images)."""
+        items = images if isinstance(images, list) else [images]
+        if items and all(isinstance(i, Image.Image) for i in items):
+            probs = [self._probs(self._tensors(items[i : i + batch_size])) for i in range(0, len(items), batch_size)]
+            return torch.cat(probs).numpy(), [str(i) for i in range(len(items))]
+        paths, skipped = list_images(items)
+        warn_skipped(skipped)
+        size = self.data_config["input_size"][-1]
+        dataset = ImageDataset(paths, None, build_transform(self.data_config), draft_size=size)
+        workers = 0 if len(paths) <= batch_size else num_workers
+        loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
+        out = []
+        with image_progress(progress) as bar:
+            task = bar.add_task("predict", total=len(paths))
+            for batch, _ in loader:
+                out.append(self._probs(batch))
+                bar.advance(task, len(batch))
+        return torch.cat(out).numpy(), [str(p) for p in paths]
+
+    def predict(self, images: ImageInput, topk: int = 1, batch_size: int = 32, progress: bool = False) -> list[dict]:
+        """One dict per image: `path`, `class`, `probability`, and `top` (the k best classes)."""
+        probs, names = self.predict_proba(images, batch_size=batch_size, progress=progress)
+        k = max(1, min(topk, len(self.classes)))
+        results = []
+        for name, row in zip(names, probs, strict=True):
+            order = np.argsort(-row)[:k]
+            top = [{"class": self.classes[i], "probability": float(row[i])} for i in order]
+            results.append({"path": name, "class": top[0]["class"], "probability": top[0]["probability"], "top": top})
+        return results
+
+    def evaluate(self, data: str | Path, batch_size: int = 32, progress: bool = False) -> dict:
+        """Metrics on a labelled folder (CLASS/image) or CSV; labels unknown to the model are an error."""
+        images, skipped = read_labelled(data)
+        warn_skipped(skipped)
+        unknown = sorted(set(images.labels) - set(self.classes))
+        if unknown:
+            raise GraftcvError(f"{data} has classes the model does not know: {', '.join(unknown[:5])}.")
+        report = self.evaluate_images(images, batch_size=batch_size, progress=progress)
+        report["skipped_files"] = len(skipped)
+        return report
+
+    def evaluate_images(self, images: ImageSet, batch_size: int = 32, progress: bool = False) -> dict:
+        probs, _ = self.predict_proba(images.paths, batch_size=batch_size, progress=progress)
+        return classification_report(np.array(images.targets(self.classes)), probs, self.classes)
+
+    def save(self, path: str | Path) -> Path:
+        probe = self.network.probe
+        return save_artifact(path, self.network.backbone, {k: v for k, v in self.meta.items() if k != "probe"}, probe)
+
+
+def load(path: str | Path, device: str | None = None) -> Model:
+    """A saved model directory (model.safetensors + graftcv.json); never unpickles anything."""
+    tensors, meta = read_artifact(path)
+    return Model(build_classifier(tensors, meta), meta, device=device)
+
+
+@dataclass
+class Run:
+    """The result of `fit`: where it went, the trained model and what it measured."""
+
+    out_dir: Path
+    model: Model
+    summary: dict
+    config: dict
+    history: list[dict] = field(default_factory=list)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    columns = ["phase", "epoch", "train_loss", "val_loss", "val_acc", "lr", "trainable_groups", "seconds"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def default_out_dir(data: str | Path, strategy: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{Path(str(data)).resolve().name or 'data'}-{strategy}-{stamp}"
+
+
+def fit(data: str | Path, out: str | Path | None = None, **settings) -> Run:
+    """Train a classifier on the labelled images in `data` and save it under `out`.
+
+    Settings are `TrainConfig`'s fields (strategy, model, epochs, lr, augment, ...), e.g.
+    `fit("photos/", strategy="linear-probe", head="svm")`.
+    """
+    unknown = set(settings) - TrainConfig.field_names()
+    if unknown:
+        raise GraftcvError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+    config = TrainConfig(**settings).validate()
+    wall_start = time.perf_counter()
+    _seed(config.seed)
+    splits = discover(data, config.val, config.test, config.val_fraction, config.seed)
+    warn_skipped(splits.skipped)
+    out_dir = Path(out) if out else default_out_dir(data, config.strategy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    backbone = create_backbone(
+        config.model,
+        len(splits.classes),
+        config.pretrained,
+        config.weights,
+        drop_rate=config.dropout,
+        drop_path_rate=config.drop_path,
+        size=config.size,
+    )
+    model = backbone.model
+    model_id = {"name": config.model, "weights": model_fingerprint(model, classifier_param_names(model, True))}
+    resolved = config.to_dict()
+    resolved.update(
+        data=str(Path(data).resolve()),
+        out=str(out_dir),
+        data_config=backbone.data_config,
+        weights_source={"kind": backbone.weights.source, "detail": backbone.weights.detail},
+    )
+    default_epochs, default_lr = DEFAULTS.get(config.strategy, (0, 0.0))
+    resolved["epochs"] = config.epochs or default_epochs
+    if config.lr is None:
+        resolved["lr"] = default_lr
+    _write_json(out_dir / "config.json", resolved | {"data_summary": splits.describe()})
+
+    def features(paths: list[Path], label: str) -> np.ndarray:
+        return extract_features(
+            model,
+            paths,
+            backbone.data_config,
+            model_id,
+            batch_size=max(config.batch_size, 64),
+            num_workers=config.num_workers,
+            use_cache=config.cache,
+            progress=config.progress,
+            description=label,
+        )
+
+    train_start = time.perf_counter()
+    y_train = np.array(splits.train.targets(splits.classes))
+    y_val = np.array(splits.val.targets(splits.classes))
+    history: list[dict] = []
+    if config.strategy == "linear-probe":
+        train_x, val_x = features(splits.train.paths, "train features"), features(splits.val.paths, "val features")
+        probe = fit_probe(config.head, train_x, y_train, len(splits.classes), seed=config.seed, pca=config.pca)
+        val_probs = probe(torch.from_numpy(np.asarray(val_x))).numpy()
+        model.reset_classifier(0)
+        network, epochs_run, best_epoch = Classifier(model, probe), 0, 0
+    else:
+        from graftcv.training.gradient import train_phases
+
+        settings = StrategySettings(
+            epochs=resolved["epochs"],
+            head_epochs=config.head_epochs,
+            lr=resolved["lr"] if resolved["lr"] != "auto" else default_lr,
+            head_lr=config.head_lr,
+            lr_decay=config.lr_decay,
+            unfreeze=config.unfreeze,
+            unfreeze_every=config.unfreeze_every,
+            augment=config.augment,
+        )
+        phases = plan(config.strategy, settings)
+        cached = None
+        if any(phase.on_features for phase in phases):
+            cached = (features(splits.train.paths, "train features"), features(splits.val.paths, "val features"))
+        outcome = train_phases(model, phases, splits, config, backbone.data_config, cached)
+        history, val_probs, epochs_run, best_epoch = (
+            outcome.history,
+            outcome.val_probs,
+            outcome.epochs,
+            outcome.best_epoch,
+        )
+        if outcome.lr_found is not None:
+            resolved["lr"], resolved["lr_auto"] = outcome.lr_found, True
+        network = Classifier(model)
+    train_seconds = time.perf_counter() - train_start
+
+    report = classification_report(y_val, val_probs, splits.classes)
+    write_report(report, out_dir, prefix="val_")
+    meta = {
+        "backbone": config.model,
+        "classes": splits.classes,
+        "data_config": backbone.data_config,
+        "strategy": config.strategy,
+        "head": config.head if config.strategy == "linear-probe" else None,
+        "weights_source": {"kind": backbone.weights.source, "detail": backbone.weights.detail},
+        "metrics": {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece")},
+        "versions": _versions(),
+        "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    save_artifact(out_dir / "model", network.backbone, meta, network.probe)
+    trained = Model(network, meta)
+    test_report = None
+    if splits.test is not None and len(splits.test):
+        test_report = trained.evaluate_images(splits.test, progress=config.progress)
+        write_report(test_report, out_dir, prefix="test_")
+    _write_history(out_dir / "metrics.csv", history)
+    _write_json(out_dir / "config.json", resolved | {"data_summary": splits.describe()})
+    summary = {
+        "strategy": config.strategy,
+        "model": config.model,
+        "weights_source": backbone.weights.source,
+        "epochs": epochs_run,
+        "best_epoch": best_epoch,
+        "train_seconds": round(train_seconds, 2),
+        "wall_seconds": round(time.perf_counter() - wall_start, 2),
+        "val_accuracy": report["accuracy"],
+        "val_balanced_accuracy": report["balanced_accuracy"],
+        "val_macro_f1": report["macro_f1"],
+        "val_log_loss": report["log_loss"],
+        "val_ece": report["ece"],
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
+        "n_test": len(splits.test) if splits.test else 0,
+        "classes": splits.classes,
+        "train_counts": splits.train.counts(),
+        "skipped_files": len(splits.skipped),
+        "skipped": [p for p, _ in splits.skipped],
+        "lr": resolved["lr"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "model_dir": str(out_dir / "model"),
+    }
+    if test_report is not None:
+        summary["test_accuracy"], summary["test_macro_f1"] = test_report["accuracy"], test_report["macro_f1"]
+    _write_json(out_dir / "summary.json", summary)
+    return Run(out_dir=out_dir, model=trained, summary=summary, config=resolved, history=history)
+
+
+__all__ = ["DataSplits", "Model", "Run", "fit", "load"]
+
+
+def find_lr(data: str | Path, steps: int = 60, **settings):
+    """Learning-rate range test for the main phase of a strategy on this data (Lightning's LR finder)."""
+    from graftcv.training.gradient import build_module, make_loaders
+    from graftcv.training.lr_find import find_lr as range_test
+
+    config = TrainConfig(**settings).validate()
+    if config.strategy == "linear-probe":
+        raise GraftcvError("linear-probe has no learning rate: its head is fitted by scikit-learn.")
+    _seed(config.seed)
+    splits = discover(data, config.val, config.test, config.val_fraction, config.seed)
+    warn_skipped(splits.skipped)
+    backbone = create_backbone(
+        config.model,
+        len(splits.classes),
+        config.pretrained,
+        config.weights,
+        drop_rate=config.dropout,
+        drop_path_rate=config.drop_path,
+        size=config.size,
+    )
+    model = backbone.model
+    default_epochs, default_lr = DEFAULTS[config.strategy]
+    settings_ = StrategySettings(
+        epochs=config.epochs or default_epochs,
+        head_epochs=config.head_epochs,
+        lr=default_lr,
+        head_lr=config.head_lr,
+        lr_decay=config.lr_decay,
+        unfreeze=config.unfreeze,
+        unfreeze_every=config.unfreeze_every,
+        augment=config.augment,
+    )
+    phase = plan(config.strategy, settings_)[-1]
+    cached = None
+    if phase.on_features:
+        model_id = {"name": config.model, "weights": model_fingerprint(model, classifier_param_names(model, True))}
+        cached = tuple(
+            extract_features(
+                model,
+                paths,
+                backbone.data_config,
+                model_id,
+                use_cache=config.cache,
+                progress=config.progress,
+                description=name,
+            )
+            for paths, name in ((splits.train.paths, "train features"), (splits.val.paths, "val features"))
+        )
+    module = build_module(model, config, np.array(splits.train.targets(splits.classes)), len(splits.classes))
+    train_loader, _ = make_loaders(phase, splits, config, backbone.data_config, cached)
+    return range_test(
+        module,
+        phase,
+        train_loader,
+        num_steps=steps,
+        devices=config.devices,
+        accelerator=config.accelerator,
+        precision=config.precision,
+    )

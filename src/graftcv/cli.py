@@ -1,0 +1,285 @@
+"""The `graftcv` command line: a thin face over the Python API."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from graftcv.errors import GraftcvError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Transfer learning for image classification.")
+out = Console()
+err = Console(stderr=True)
+
+Strategy = Annotated[
+    str, typer.Option(help="linear-probe | head | partial | full | progressive | finetune", rich_help_panel="Strategy")
+]
+
+
+def _setup_logging() -> None:
+    handler = RichHandler(console=err, show_time=False, show_path=False)
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], format="%(message)s", force=True)
+    logging.getLogger("graftcv").setLevel(logging.INFO)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _print_run(summary: dict, out_dir: Path) -> None:
+    table = Table(title=f"{summary['strategy']} · {summary['model']}", show_header=False)
+    for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_log_loss", "val_ece"):
+        table.add_row(key, f"{summary[key]:.4f}")
+    if "test_accuracy" in summary:
+        table.add_row("test_accuracy", f"{summary['test_accuracy']:.4f}")
+    table.add_row("epochs (best)", f"{summary['epochs']} ({summary['best_epoch']})")
+    table.add_row("train / wall seconds", f"{summary['train_seconds']:.1f} / {summary['wall_seconds']:.1f}")
+    table.add_row("images train / val", f"{summary['n_train']} / {summary['n_val']}")
+    table.add_row("skipped files", str(summary["skipped_files"]))
+    out.print(table)
+    out.print(f"model: [bold]{summary['model_dir']}[/]   run: {out_dir}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="ROOT/CLASS/*, ROOT/{train,val[,test]}/CLASS/*, or a path,label CSV")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Run directory (default runs/<data>-<strategy>-<time>)")
+    ] = None,
+    strategy: Strategy = "finetune",
+    model: Annotated[
+        str, typer.Option(help="Any timm model name", rich_help_panel="Backbone")
+    ] = "tf_efficientnet_lite0",
+    weights: Annotated[
+        Path | None, typer.Option(help=".pth/.pt/.safetensors weights", rich_help_panel="Backbone")
+    ] = None,
+    pretrained: Annotated[bool, typer.Option(help="--no-pretrained: random init", rich_help_panel="Backbone")] = True,
+    val: Annotated[Path | None, typer.Option(help="Validation folder or CSV", rich_help_panel="Data")] = None,
+    test: Annotated[Path | None, typer.Option(help="Test folder or CSV", rich_help_panel="Data")] = None,
+    val_fraction: Annotated[float, typer.Option(rich_help_panel="Data")] = 0.2,
+    size: Annotated[int | None, typer.Option(help="Input size in pixels", rich_help_panel="Data")] = None,
+    augment: Annotated[str, typer.Option(help="none | light | strong", rich_help_panel="Data")] = "light",
+    mixup: Annotated[float, typer.Option(help="Mixup alpha", rich_help_panel="Data")] = 0.0,
+    cutmix: Annotated[float, typer.Option(help="CutMix alpha", rich_help_panel="Data")] = 0.0,
+    balance: Annotated[str, typer.Option(help="none | weights | sampler", rich_help_panel="Data")] = "none",
+    batch_size: Annotated[int, typer.Option(rich_help_panel="Data")] = 32,
+    workers: Annotated[int | None, typer.Option(help="Decoding workers", rich_help_panel="Data")] = None,
+    head: Annotated[
+        str, typer.Option(help="linear-probe head: logreg|svm|rf|gb|mlp", rich_help_panel="Strategy")
+    ] = "logreg",
+    pca: Annotated[int | None, typer.Option(help="linear-probe: PCA components", rich_help_panel="Strategy")] = None,
+    unfreeze: Annotated[int, typer.Option(help="partial: backbone groups that train", rich_help_panel="Strategy")] = 2,
+    unfreeze_every: Annotated[int, typer.Option(help="progressive: epochs per group", rich_help_panel="Strategy")] = 1,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the main phase", rich_help_panel="Strategy")] = None,
+    head_epochs: Annotated[
+        int, typer.Option(help="finetune: head epochs on features", rich_help_panel="Strategy")
+    ] = 20,
+    lr: Annotated[str | None, typer.Option(help="Learning rate, or 'auto'", rich_help_panel="Optimisation")] = None,
+    head_lr: Annotated[float, typer.Option(rich_help_panel="Optimisation")] = 3e-3,
+    lr_decay: Annotated[
+        float, typer.Option(help="LR factor per group below the head", rich_help_panel="Optimisation")
+    ] = 0.7,
+    bn: Annotated[
+        str, typer.Option(help="train | freeze BatchNorm statistics", rich_help_panel="Optimisation")
+    ] = "freeze",
+    optimizer: Annotated[str, typer.Option(help="adamw | sgd | rmsprop", rich_help_panel="Optimisation")] = "adamw",
+    schedule: Annotated[
+        str, typer.Option(help="onecycle|cosine|step|cyclical|constant", rich_help_panel="Optimisation")
+    ] = "onecycle",
+    weight_decay: Annotated[float, typer.Option(rich_help_panel="Optimisation")] = 0.01,
+    label_smoothing: Annotated[float, typer.Option(rich_help_panel="Optimisation")] = 0.1,
+    dropout: Annotated[float, typer.Option(help="Head dropout", rich_help_panel="Optimisation")] = 0.2,
+    drop_path: Annotated[float, typer.Option(help="Stochastic depth", rich_help_panel="Optimisation")] = 0.1,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience (epochs)", rich_help_panel="Optimisation")] = 3,
+    max_time: Annotated[
+        str | None, typer.Option(help="e.g. 10m: stop and keep the best", rich_help_panel="Optimisation")
+    ] = None,
+    seed: Annotated[int, typer.Option(rich_help_panel="Execution")] = 0,
+    devices: Annotated[str, typer.Option(rich_help_panel="Execution")] = "auto",
+    accelerator: Annotated[str, typer.Option(rich_help_panel="Execution")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="32-true | 16-mixed | bf16-mixed", rich_help_panel="Execution")
+    ] = "32-true",
+    cache: Annotated[bool, typer.Option(help="Reuse cached features", rich_help_panel="Execution")] = True,
+) -> None:
+    """Train a classifier on a folder of labelled images and save it with its metrics."""
+    import graftcv
+
+    settings = dict(
+        strategy=strategy,
+        model=model,
+        weights=str(weights) if weights else None,
+        pretrained=pretrained,
+        val=str(val) if val else None,
+        test=str(test) if test else None,
+        val_fraction=val_fraction,
+        size=size,
+        augment=augment,
+        mixup=mixup,
+        cutmix=cutmix,
+        balance=balance,
+        batch_size=batch_size,
+        num_workers=workers,
+        head=head,
+        pca=pca,
+        unfreeze=unfreeze,
+        unfreeze_every=unfreeze_every,
+        epochs=epochs,
+        head_epochs=head_epochs,
+        lr=lr,
+        head_lr=head_lr,
+        lr_decay=lr_decay,
+        bn=bn,
+        optimizer=optimizer,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        dropout=dropout,
+        drop_path=drop_path,
+        patience=patience,
+        max_time=max_time,
+        seed=seed,
+        devices=_devices(devices),
+        accelerator=accelerator,
+        precision=precision,
+        cache=cache,
+    )
+    run = graftcv.fit(data, out=out_dir, **settings)
+    _print_run(run.summary, run.out_dir)
+
+
+def _devices(text: str) -> str | int:
+    return int(text) if text.isdigit() else text
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Run directory")] = Path("runs/demo"),
+    strategy: Strategy = "finetune",
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the main phase")] = 3,
+) -> None:
+    """Train on the bundled ants/bees images with the bundled EfficientNet-Lite0 weights."""
+    import graftcv
+
+    data = Path(__file__).parent / "demo_data" / "ants_bees"
+    out.print(f"demo data: {data} (ants vs bees, {sum(1 for p in data.rglob('*.jpg'))} images)")
+    run = graftcv.fit(data, out=out_dir, strategy=strategy, epochs=epochs)
+    _print_run(run.summary, run.out_dir)
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model directory")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders")],
+    topk: Annotated[int, typer.Option(help="Classes to show per image")] = 1,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write predictions to this CSV")] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+) -> None:
+    """Predict the class of each image with a saved model."""
+    import graftcv
+
+    model = graftcv.load(model_dir)
+    results = model.predict([str(p) for p in images], topk=topk, batch_size=batch_size, progress=True)
+    table = Table("image", *[f"top{i + 1}" for i in range(min(topk, len(model.classes)))])
+    for row in results[:50]:
+        table.add_row(row["path"], *[f"{t['class']} {t['probability']:.3f}" for t in row["top"]])
+    out.print(table)
+    if len(results) > 50:
+        out.print(f"… {len(results) - 50} more")
+    if csv_path:
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            k = len(results[0]["top"])
+            writer.writerow(["path", *[f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")]])
+            for row in results:
+                writer.writerow(
+                    [row["path"], *[v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]]
+                )
+        out.print(f"wrote {csv_path}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model directory")],
+    data: Annotated[Path, typer.Argument(help="Labelled images: ROOT/CLASS/* or a path,label CSV")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write the JSON and CSV files")] = None,
+) -> None:
+    """Score a saved model on labelled images: per-class table, confusion matrix, calibration."""
+    import graftcv
+    from graftcv.evaluation import report_table, summary_line, write_report
+
+    model = graftcv.load(model_dir)
+    report = model.evaluate(data, progress=True)
+    out.print(report_table(report, title=f"{model_dir} on {data}"))
+    out.print(summary_line(report))
+    target = out_dir or Path(model_dir) / "evaluation" / Path(data).resolve().name
+    paths = write_report(report, target)
+    out.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command()
+def models() -> None:
+    """Known backbones: weights on this machine, parameters, input size, ImageNet top-1."""
+    from graftcv.backbones.catalog import describe_models
+
+    table = Table("model", "weights", "params (M)", "input", "ImageNet top-1")
+    for row in describe_models():
+        table.add_row(
+            row["name"], row["weights"], f"{row['params_m']}", str(row["input_size"]), f"{row['imagenet_top1']}"
+        )
+    out.print(table)
+    out.print("Any other timm model name works too: `timm.list_models()`; weights come from --weights FILE offline.")
+
+
+@app.command("lr-find")
+def lr_find(
+    data: Annotated[Path, typer.Argument(help="Labelled images")],
+    strategy: Strategy = "finetune",
+    model: Annotated[str, typer.Option()] = "tf_efficientnet_lite0",
+    size: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    steps: Annotated[int, typer.Option(help="Batches to try")] = 60,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the curve here")] = None,
+) -> None:
+    """Learning-rate range test: the loss as the LR grows, and the suggested LR."""
+    import graftcv.api
+
+    finding = graftcv.api.find_lr(data, steps=steps, strategy=strategy, model=model, size=size, batch_size=batch_size)
+    out.print(f"suggested learning rate: [bold]{finding.suggestion:.2e}[/]  (use --lr {finding.suggestion:.2e})")
+    if json_path:
+        json_path.write_text(json.dumps(finding.__dict__, indent=2))
+        out.print(f"wrote {json_path}")
+
+
+def main() -> None:
+    _setup_logging()
+    try:
+        app(standalone_mode=False)
+    except GraftcvError as error:
+        _fail(str(error))
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as error:  # click's usage errors
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,16 @@
+"""Data: discovery of images and labels, validation, splits, transforms and loaders."""
+
+from graftcv.data.discovery import DataSplits, ImageSet, discover
+from graftcv.data.images import load_rgb
+from graftcv.data.loaders import ImageDataset, make_loader
+from graftcv.data.transforms import build_transform
+
+__all__ = [
+    "DataSplits",
+    "ImageDataset",
+    "ImageSet",
+    "build_transform",
+    "discover",
+    "load_rgb",
+    "make_loader",
+]

@@ -1,0 +1,258 @@
+"""Find images and labels in a folder tree or a CSV, drop unusable files, and split train/val/test."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from graftcv.data.images import check_image
+from graftcv.errors import GraftcvError
+
+# torchvision's ImageFolder list: still images only (an animated or placeholder .gif is not a photo).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLIT_ALIASES = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
+
+
+@dataclass
+class ImageSet:
+    """Image paths with their class names, in a stable order."""
+
+    paths: list[Path] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(self.labels).items()))
+
+    def targets(self, classes: list[str]) -> list[int]:
+        index = {name: i for i, name in enumerate(classes)}
+        return [index[label] for label in self.labels]
+
+    def subset(self, indices: list[int]) -> ImageSet:
+        return ImageSet([self.paths[i] for i in indices], [self.labels[i] for i in indices])
+
+
+@dataclass
+class DataSplits:
+    """What training needs to know about the data: the sets, the classes, and what was left out."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+    classes: list[str]
+    layout: str
+    val_source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {
+            "layout": self.layout,
+            "val_source": self.val_source,
+            "classes": self.classes,
+            "train_counts": self.train.counts(),
+            "val_counts": self.val.counts(),
+            "test_counts": self.test.counts() if self.test else None,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_test": len(self.test) if self.test else 0,
+            "skipped_files": len(self.skipped),
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+
+
+def _find_split_dir(root: Path, split: str) -> Path | None:
+    children = {child.name.lower(): child for child in root.iterdir() if child.is_dir()}
+    for alias in SPLIT_ALIASES[split]:
+        if alias in children:
+            return children[alias]
+    return None
+
+
+def _scan_class_folders(root: Path) -> tuple[ImageSet, list[Path]]:
+    """ROOT/CLASS/**/file → labelled candidates; returns (set, files with unsupported suffixes)."""
+    found, unsupported = ImageSet(), []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for file in sorted(class_dir.rglob("*")):
+            if not file.is_file() or file.name.startswith("."):
+                continue
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                found.paths.append(file)
+                found.labels.append(class_dir.name)
+            else:
+                unsupported.append(file)
+    return found, unsupported
+
+
+def _read_csv(csv_path: Path) -> tuple[ImageSet, list[Path]]:
+    found, unsupported = ImageSet(), []
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
+        rows = rows[1:]
+    for line_no, row in enumerate(rows, start=1):
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise GraftcvError(f"{csv_path} row {line_no} is not 'path,label': {','.join(row)[:80]!r}.")
+        path = Path(row[0].strip())
+        path = path if path.is_absolute() else csv_path.parent / path
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            found.paths.append(path)
+            found.labels.append(row[1].strip())
+        else:
+            unsupported.append(path)
+    return found, unsupported
+
+
+def _read_source(source: Path) -> tuple[ImageSet, list[Path]]:
+    if source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise GraftcvError(f"{source} is a file but not a CSV of path,label rows.")
+        return _read_csv(source)
+    return _scan_class_folders(source)
+
+
+def _drop_unreadable(images: ImageSet, skipped: list[tuple[str, str]]) -> ImageSet:
+    """Decode every file once (threads: PIL releases the GIL) and keep only those that work."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reasons = list(pool.map(lambda p: check_image(p) if p.exists() else "missing file", images.paths))
+    kept = ImageSet()
+    for path, label, reason in zip(images.paths, images.labels, reasons, strict=True):
+        if reason is None:
+            kept.paths.append(path)
+            kept.labels.append(label)
+        else:
+            skipped.append((str(path), reason))
+    return kept
+
+
+def _stratified_split(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < fraction < 1.0:
+        raise GraftcvError(f"--val-fraction must be between 0 and 1, got {fraction}.")
+    n_classes = len(set(images.labels))
+    n_val = max(math.ceil(fraction * len(images)), n_classes)
+    if len(images) - n_val < n_classes:
+        raise GraftcvError(
+            f"Too few images ({len(images)}) for {n_classes} classes and a validation split of {fraction}."
+        )
+    train_idx, val_idx = train_test_split(
+        list(range(len(images))), test_size=n_val, stratify=images.labels, random_state=seed
+    )
+    return images.subset(sorted(train_idx)), images.subset(sorted(val_idx))
+
+
+def discover(
+    data: str | Path,
+    val: str | Path | None = None,
+    test: str | Path | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> DataSplits:
+    """Find the labelled images under `data` and return validated train/val(/test) sets.
+
+    Layouts: ROOT/CLASS/*, ROOT/{train,val[,test]}/CLASS/* (with common aliases), or a CSV of
+    path,label. `val` names a validation folder or CSV explicitly; without one, a stratified split of
+    `val_fraction` is drawn with `seed`. Files that are not decodable still images are skipped and
+    listed in `skipped`.
+    """
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise GraftcvError(f"Data path {root} does not exist.")
+    train_dir = _find_split_dir(root, "train") if root.is_dir() else None
+    if train_dir is not None:
+        layout = "split-folders"
+        train_src: Path = train_dir
+        val_src = Path(val).expanduser() if val else _find_split_dir(root, "val")
+        test_src = Path(test).expanduser() if test else _find_split_dir(root, "test")
+    else:
+        layout = "csv" if root.is_file() else "class-folders"
+        train_src, val_src = root, Path(val).expanduser() if val else None
+        test_src = Path(test).expanduser() if test else None
+    for named, path in (("--val", val), ("--test", test)):
+        if path and not Path(path).expanduser().exists():
+            raise GraftcvError(f"{named} path {path} does not exist.")
+
+    skipped: list[tuple[str, str]] = []
+
+    def load(source: Path) -> ImageSet:
+        images, unsupported = _read_source(source)
+        skipped.extend((str(p), f"not a supported image type ({p.suffix or 'no suffix'})") for p in unsupported)
+        return _drop_unreadable(images, skipped)
+
+    train = load(train_src)
+    if len(train) == 0:
+        raise GraftcvError(
+            f"No images found in {train_src}: expected CLASS/image files, train/ and val/ folders, or a CSV."
+        )
+    counts = train.counts()
+    if len(counts) < 2:
+        only = next(iter(counts))
+        raise GraftcvError(f"Only one class ({only!r}) found in {train_src}: at least two are needed.")
+    too_small = [name for name, n in counts.items() if n < 2]
+    if too_small:
+        raise GraftcvError(
+            f"Class {too_small[0]!r} has fewer than 2 training images"
+            + (f" (and {len(too_small) - 1} more classes)" if len(too_small) > 1 else "")
+            + "."
+        )
+    classes = sorted(counts)
+
+    if val_src is not None:
+        val_set, val_source = load(val_src), str(val_src)
+        if len(val_set) == 0:
+            raise GraftcvError(f"No images found in the validation data {val_src}.")
+    else:
+        train, val_set = _stratified_split(train, val_fraction, seed)
+        val_source = f"stratified {val_fraction:g} of training (seed {seed})"
+    test_set = load(test_src) if test_src is not None else None
+
+    for name, subset in (("validation", val_set), ("test", test_set)):
+        unknown = sorted(set(subset.labels) - set(classes)) if subset else []
+        if unknown:
+            raise GraftcvError(f"The {name} data has classes not in training: {', '.join(unknown[:5])}.")
+    return DataSplits(train, val_set, test_set, classes, layout, val_source, skipped)
+
+
+def read_labelled(data: str | Path) -> tuple[ImageSet, list[tuple[str, str]]]:
+    """Labelled images of one folder (ROOT/CLASS/*) or CSV, for evaluation; unusable files skipped."""
+    source = Path(data).expanduser()
+    if not source.exists():
+        raise GraftcvError(f"Data path {source} does not exist.")
+    split = _find_split_dir(source, "test") if source.is_dir() else None
+    images, unsupported = _read_source(split or source)
+    skipped = [(str(p), f"not a supported image type ({p.suffix or 'no suffix'})") for p in unsupported]
+    images = _drop_unreadable(images, skipped)
+    if len(images) == 0:
+        raise GraftcvError(f"No labelled images found in {source}: expected CLASS/image files or a CSV.")
+    return images, skipped
+
+
+def list_images(target: str | Path | list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Unlabelled images to predict: files given directly, or every image under a folder."""
+    targets = target if isinstance(target, list) else [target]
+    candidates: list[Path] = []
+    for item in targets:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise GraftcvError(f"Image path {path} does not exist.")
+        if path.is_dir():
+            candidates.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+        else:
+            candidates.append(path)
+    images = ImageSet(candidates, [""] * len(candidates))
+    skipped = [(str(p), "not a supported image type") for p in candidates if p.suffix.lower() not in IMAGE_SUFFIXES]
+    images = images.subset([i for i, p in enumerate(candidates) if p.suffix.lower() in IMAGE_SUFFIXES])
+    images = _drop_unreadable(images, skipped)
+    if len(images) == 0:
+        raise GraftcvError(f"No readable images found in {', '.join(str(t) for t in targets)}.")
+    return images.paths, skipped

@@ -1,0 +1,41 @@
+"""Preprocessing and augmentation presets on timm's transform factory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from timm.data import create_transform
+
+from graftcv.errors import GraftcvError
+
+AUGMENT_PRESETS: dict[str, dict] = {
+    "none": {},
+    "light": {"scale": (0.25, 1.0), "hflip": 0.5, "color_jitter": 0.0},
+    "strong": {
+        "scale": (0.08, 1.0),
+        "hflip": 0.5,
+        "color_jitter": 0.4,
+        "auto_augment": "rand-m9-mstd0.5-inc1",
+        "re_prob": 0.25,
+    },
+}
+
+
+def build_transform(data_config: dict, augment: str = "none", train: bool = False) -> Callable:
+    """The image → tensor transform for a backbone's data config (size, interpolation, mean/std, crop)."""
+    if augment not in AUGMENT_PRESETS:
+        raise GraftcvError(f"Unknown augmentation {augment!r}: choose one of {', '.join(AUGMENT_PRESETS)}.")
+    base = {
+        "input_size": data_config["input_size"],
+        "interpolation": data_config["interpolation"],
+        "mean": data_config["mean"],
+        "std": data_config["std"],
+        "crop_pct": data_config["crop_pct"],
+        "crop_mode": data_config.get("crop_mode", "center"),
+    }
+    if not train or augment == "none":
+        return create_transform(**base, is_training=False)
+    preset = dict(AUGMENT_PRESETS[augment])
+    if preset.get("color_jitter") == 0.0:
+        preset["color_jitter"] = None  # timm would otherwise add a do-nothing ColorJitter
+    return create_transform(**base, **preset, is_training=True)

@@ -1,0 +1,68 @@
+"""Callbacks: keep the best weights in memory, and record one row of metrics per epoch."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+import torch
+from rich.console import Console
+
+
+class BestWeights(L.Callback):
+    """Keeps a copy of the weights (and validation outputs) of the epoch with the lowest validation loss,
+    and restores them when training ends. In memory, so no pickled checkpoint is ever written."""
+
+    def __init__(self) -> None:
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.state: dict[str, torch.Tensor] | None = None
+        self.val_probs: torch.Tensor | None = None
+        self.val_targets: torch.Tensor | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = trainer.callback_metrics.get("val_loss")
+        if loss is None or float(loss) >= self.best_loss:
+            return
+        self.best_loss, self.best_epoch = float(loss), trainer.current_epoch
+        self.state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
+        self.val_probs = torch.cat(module.val_probs)
+        self.val_targets = torch.cat(module.val_targets)
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.state is not None:
+            module.model.load_state_dict(self.state)
+
+
+class EpochLog(L.Callback):
+    """One dict per epoch: phase, epoch, losses, accuracy, head learning rate, seconds since start."""
+
+    def __init__(self, phase: str, epoch_offset: int, started: float, echo: bool) -> None:
+        self.phase, self.offset, self.started, self.echo = phase, epoch_offset, started, echo
+        self.rows: list[dict] = []
+        self.console = Console(file=sys.stderr)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        lrs = [g["lr"] for g in trainer.optimizers[0].param_groups] if trainer.optimizers else [0.0]
+        row = {
+            "phase": self.phase,
+            "epoch": self.offset + trainer.current_epoch + 1,
+            "train_loss": metrics.get("train_loss"),
+            "val_loss": metrics.get("val_loss"),
+            "val_acc": metrics.get("val_acc"),
+            "lr": max(lrs),
+            "trainable_groups": module.n_trainable(trainer.current_epoch),
+            "seconds": round(time.perf_counter() - self.started, 2),
+        }
+        self.rows.append(row)
+        if self.echo:
+            self.console.print(
+                f"[dim]{row['phase']:>11}[/] epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  lr {row['lr']:.2e}  "
+                f"{row['seconds']:.1f}s",
+                soft_wrap=True,
+            )

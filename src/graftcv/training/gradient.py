@@ -1,0 +1,141 @@
+"""Run a strategy's phases: loaders (images or cached features), LR finding, the Lightning loop per phase."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset, WeightedRandomSampler
+
+from graftcv.backbones import layer_groups
+from graftcv.config import TrainConfig, parse_duration
+from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
+from graftcv.strategies import Phase
+from graftcv.training.module import OptimSettings, TransferModule
+from graftcv.training.runner import run_phase
+
+
+@dataclass
+class GradientOutcome:
+    history: list[dict]
+    val_probs: np.ndarray
+    epochs: int
+    best_epoch: int
+    lr_found: float | None
+
+
+def _class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    return torch.tensor(len(targets) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _sampler(targets: np.ndarray, n_classes: int, seed: int) -> WeightedRandomSampler:
+    per_class = 1.0 / np.maximum(np.bincount(targets, minlength=n_classes), 1)
+    generator = torch.Generator().manual_seed(seed)
+    return WeightedRandomSampler(per_class[targets].tolist(), len(targets), replacement=True, generator=generator)
+
+
+def _mixup(config: TrainConfig, n_classes: int) -> nn.Module | None:
+    if not (config.mixup or config.cutmix):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(
+        mixup_alpha=config.mixup,
+        cutmix_alpha=config.cutmix,
+        label_smoothing=config.label_smoothing,
+        num_classes=n_classes,
+    )
+
+
+def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_classes: int) -> TransferModule:
+    optim = OptimSettings(config.optimizer, config.schedule, config.weight_decay, config.momentum)
+    weights = _class_weights(y_train, n_classes) if config.balance == "weights" else None
+    return TransferModule(
+        model, layer_groups(model), optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes)
+    )
+
+
+def make_loaders(
+    phase: Phase,
+    splits: DataSplits,
+    config: TrainConfig,
+    data_config: dict,
+    cached: tuple[np.ndarray, np.ndarray] | None,
+):
+    """Train and validation loaders for a phase: cached features, or images through the transforms."""
+    y_train = np.array(splits.train.targets(splits.classes))
+    y_val = np.array(splits.val.targets(splits.classes))
+    sampler = _sampler(y_train, len(splits.classes), config.seed) if config.balance == "sampler" else None
+    generator = torch.Generator().manual_seed(config.seed)
+    if phase.on_features:
+        train_x, val_x = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in cached)
+        train = torch.utils.data.DataLoader(
+            TensorDataset(train_x, torch.from_numpy(y_train)),
+            batch_size=config.batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=generator,
+        )
+        val = torch.utils.data.DataLoader(TensorDataset(val_x, torch.from_numpy(y_val)), batch_size=256)
+        return train, val
+    size = data_config["input_size"][-1]
+    train_set = ImageDataset(splits.train.paths, y_train, build_transform(data_config, config.augment, True), size)
+    val_set = ImageDataset(splits.val.paths, y_val, build_transform(data_config), size)
+    drop_last = bool(config.mixup or config.cutmix) and len(train_set) > config.batch_size
+    train = make_loader(
+        train_set, config.batch_size, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
+    )
+    val = make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers)
+    return train, val
+
+
+def train_phases(
+    model: nn.Module,
+    phases: list[Phase],
+    splits: DataSplits,
+    config: TrainConfig,
+    data_config: dict,
+    cached: tuple[np.ndarray, np.ndarray] | None,
+) -> GradientOutcome:
+    """Train `model` in place through every phase; each phase ends on its best validation epoch."""
+    y_train = np.array(splits.train.targets(splits.classes))
+    module = build_module(model, config, y_train, len(splits.classes))
+    budget = parse_duration(config.max_time)
+    started = time.perf_counter()
+    history: list[dict] = []
+    val_probs, best_epoch, lr_found = None, 0, None
+    trainer_options = {"devices": config.devices, "accelerator": config.accelerator, "precision": config.precision}
+    for index, phase in enumerate(phases):
+        left = None
+        if budget is not None:
+            left = budget - timedelta(seconds=time.perf_counter() - started)
+            if left.total_seconds() < 1 and val_probs is not None:
+                break
+            left = max(left, timedelta(seconds=1))
+        train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
+        if config.lr == "auto" and index == len(phases) - 1:
+            from graftcv.training.lr_find import find_lr
+
+            lr_found = find_lr(module, phase, train_loader, **trainer_options).suggestion
+            phase = Phase(**{**phase.__dict__, "lr": lr_found})
+        result = run_phase(
+            module,
+            phase,
+            train_loader,
+            val_loader,
+            patience=config.patience,
+            max_time=left,
+            epoch_offset=len(history),
+            started=started,
+            progress=config.progress,
+            **trainer_options,
+        )
+        history.extend(result.history)
+        if result.val_probs is not None:
+            val_probs, best_epoch = result.val_probs, result.best_epoch
+    return GradientOutcome(history, val_probs, len(history), best_epoch, lr_found)

@@ -1,0 +1,184 @@
+"""The LightningModule that trains a timm classifier on images, or its classifier alone on cached features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+
+from graftcv.errors import GraftcvError
+from graftcv.strategies import Phase, group_learning_rates, set_trainable, trainable_groups
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+
+
+def _norm_modules(model: nn.Module, names: set[str]) -> list[nn.Module]:
+    """BatchNorm layers whose weight is among `names` (or all of them when names is empty)."""
+    found = []
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            weight_name = f"{module_name}.weight" if module_name else "weight"
+            if not names or weight_name in names:
+                found.append(module)
+    return found
+
+
+class TransferModule(L.LightningModule):
+    """Cross-entropy training of `model` under one `Phase` at a time; the groups decide what trains."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: list[list[str]],
+        optim: OptimSettings,
+        label_smoothing: float = 0.1,
+        class_weights: torch.Tensor | None = None,
+        bn: str = "freeze",
+        mixup: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.groups = groups
+        self.optim = optim
+        self.bn = bn
+        self.mixup = mixup
+        self.phase: Phase | None = None
+        self.lr = 1e-3  # read and written by Lightning's LR finder
+        self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        self.head_dropout = nn.Dropout(getattr(model, "drop_rate", 0.0) or 0.0)
+        self.val_probs: list[torch.Tensor] = []
+        self.val_targets: list[torch.Tensor] = []
+
+    # --- phases and freezing -------------------------------------------------------------------
+    def start_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.lr = phase.lr
+        self.update_trainable(epoch=0)
+
+    def n_trainable(self, epoch: int) -> int:
+        return trainable_groups(self.phase, len(self.groups), epoch)
+
+    def update_trainable(self, epoch: int) -> None:
+        set_trainable(self.model, self.groups, self.n_trainable(epoch))
+
+    def _set_norm_modes(self) -> None:
+        """Frozen groups keep their BatchNorm statistics; with bn='freeze' the trainable ones do too."""
+        frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
+        if self.bn == "freeze":
+            modules = _norm_modules(self.model, set())
+        else:
+            modules = _norm_modules(self.model, frozen) if frozen else []
+        for module in modules:
+            module.eval()
+
+    def on_train_epoch_start(self) -> None:
+        if self.phase.unfreeze_every:
+            self.update_trainable(self.current_epoch)
+        if self.phase.on_features:
+            self.model.eval()  # only the classifier runs; dropout comes from head_dropout
+        self._set_norm_modes()
+
+    # --- forward and steps -----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.phase is not None and self.phase.on_features:
+            return self.model.get_classifier()(self.head_dropout(x))
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.mixup is not None and not self.phase.on_features:
+            x, soft = self.mixup(x, y)
+            logits = self(x)
+            loss = torch.sum(-soft * torch.log_softmax(logits, dim=-1), dim=-1).mean()
+        else:
+            loss = self.loss(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_probs, self.val_targets = [], []
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        probs = logits.float().softmax(-1)
+        self.val_probs.append(probs.detach().cpu())
+        self.val_targets.append(y.detach().cpu())
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        acc = (probs.argmax(-1) == y).float().mean()
+        self.log("val_acc", acc, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+
+    # --- optimisation ----------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict]:
+        """One pair of groups per layer group (decayed weights, then norms and biases without decay)."""
+        named = dict(self.model.named_parameters())
+        scale = self.lr / self.phase.lr if self.phase.lr else 1.0  # the LR finder changes self.lr
+        rates = [r * scale for r in group_learning_rates(self.phase, len(self.groups))]
+        top = len(self.groups) - (len(self.groups) if self.phase.unfreeze_every else self.n_trainable(0))
+        param_groups = []
+        for names, lr in zip(self.groups[top:], rates[top:], strict=True):
+            params = [named[n] for n in names]
+            decay = [p for p in params if p.ndim > 1]
+            no_decay = [p for p in params if p.ndim <= 1]
+            for group, wd in ((decay, self.optim.weight_decay), (no_decay, 0.0)):
+                if group:
+                    param_groups.append({"params": group, "lr": lr, "weight_decay": wd})
+        return param_groups
+
+    def configure_optimizers(self):
+        groups = self._param_groups()
+        kind = self.optim.optimizer
+        if kind == "adamw":
+            optimizer = torch.optim.AdamW(groups)
+        elif kind == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=self.optim.momentum, nesterov=True)
+        elif kind == "rmsprop":
+            optimizer = torch.optim.RMSprop(groups, momentum=self.optim.momentum, alpha=0.9, eps=1e-3)
+        else:
+            raise GraftcvError(f"Unknown optimizer {kind!r}: choose adamw, sgd or rmsprop.")
+        scheduler = self._scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        interval = "epoch" if self.optim.schedule == "step" else "step"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer):
+        sched = self.optim.schedule
+        max_lrs = [g["lr"] for g in optimizer.param_groups]
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        if sched == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=max_lrs, total_steps=total, pct_start=0.25, cycle_momentum=False
+            )
+        if sched == "cosine":
+            warmup = min(total - 1, int(self.optim.warmup_epochs * per_epoch))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
+            if warmup < 1:
+                return cosine
+            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
+            return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+        if sched == "step":
+            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, (self.trainer.max_epochs or 3) // 3))
+        if sched == "cyclical":
+            return torch.optim.lr_scheduler.CyclicLR(
+                optimizer,
+                base_lr=[lr / 10 for lr in max_lrs],
+                max_lr=max_lrs,
+                step_size_up=2 * per_epoch,
+                mode="triangular2",
+                cycle_momentum=False,
+            )
+        if sched == "constant":
+            return None
+        raise GraftcvError(f"Unknown schedule {sched!r}: choose onecycle, cosine, step, cyclical or constant.")

@@ -1,0 +1,122 @@
+"""Run one strategy phase with a Lightning Trainer: early stopping, time limit, best weights restored."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
+from torch.utils.data import DataLoader
+
+from graftcv.strategies import Phase
+from graftcv.training.callbacks import BestWeights, EpochLog
+from graftcv.training.module import TransferModule
+
+
+@dataclass
+class PhaseResult:
+    """What one phase did: epochs, the best epoch, its validation outputs, and the per-epoch rows."""
+
+    name: str
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    val_probs: np.ndarray | None
+    val_targets: np.ndarray | None
+    seconds: float
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's banners, tips and advice that do not apply here (frozen modules are in eval mode on
+    purpose; small data sets have few batches) would bury the few lines that matter."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for message in (
+            ".*does not have many workers.*",
+            ".*number of training batches.*",
+            ".*module\\(s\\) in eval mode.*",
+            ".*LeafSpec.*",
+            ".*litlogger.*",
+            ".*Trainer.fit. stopped.*",
+            ".*smaller than the logging interval.*",
+        ):
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def make_trainer(
+    max_epochs: int,
+    callbacks: list[L.Callback],
+    devices: str | int = "auto",
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    max_time: timedelta | None = None,
+    progress: bool = True,
+) -> L.Trainer:
+    bar = progress and sys.stderr.isatty()
+    return L.Trainer(
+        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
+        max_time=max_time,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bar,
+        callbacks=[*callbacks, *([RichProgressBar(leave=True)] if bar else [])],
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+    )
+
+
+def run_phase(
+    module: TransferModule,
+    phase: Phase,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    patience: int = 3,
+    max_time: timedelta | None = None,
+    devices: str | int = "auto",
+    accelerator: str = "auto",
+    precision: str = "32-true",
+    epoch_offset: int = 0,
+    started: float | None = None,
+    progress: bool = True,
+) -> PhaseResult:
+    """Train `module` under `phase`; the weights of its best validation epoch are kept."""
+    module.start_phase(phase)
+    best = BestWeights()
+    log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), echo=not sys.stderr.isatty())
+    stopper = EarlyStopping("val_loss", patience=patience, mode="min")
+    phase_start = time.perf_counter()
+    with quiet_lightning():
+        trainer = make_trainer(phase.epochs, [best, log, stopper], devices, accelerator, precision, max_time, progress)
+        trainer.fit(module, train_loader, val_loader)
+    return PhaseResult(
+        name=phase.name,
+        epochs_run=len(log.rows),
+        best_epoch=epoch_offset + best.best_epoch + 1,
+        best_val_loss=best.best_loss,
+        val_probs=best.val_probs.numpy() if best.val_probs is not None else None,
+        val_targets=best.val_targets.numpy() if best.val_targets is not None else None,
+        seconds=time.perf_counter() - phase_start,
+        stopped_early=len(log.rows) < phase.epochs,
+        history=log.rows,
+    )
