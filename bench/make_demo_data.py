@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         for class_dir in sorted(d for d in (src / split).iterdir() if d.is_dir()):
             out_dir = dst / split / class_dir.name
             out_dir.mkdir(parents=True, exist_ok=True)
-            files = sorted(
-                f for f in class_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-            )
+            files = sorted(f for f in class_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             kept = 0
             for f in files:
                 if kept >= n:

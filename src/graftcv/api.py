@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from graftcv.artifact import Classifier, build_classifier, read_artifact, save_artifact
-from graftcv.backbones import classifier_param_names, create_backbone
+from graftcv.backbones import Backbone, classifier_param_names, create_backbone
 from graftcv.config import TrainConfig
 from graftcv.data import DataSplits, ImageDataset, ImageSet, build_transform, discover, make_loader
 from graftcv.data.discovery import list_images, read_labelled
@@ -27,7 +27,7 @@ from graftcv.evaluation import classification_report, write_report
 from graftcv.features import extract_features, model_fingerprint
 from graftcv.heads import fit_probe
 from graftcv.progress import image_progress
-from graftcv.strategies import DEFAULTS, StrategySettings, plan
+from graftcv.strategies import DEFAULTS, Phase, StrategySettings, plan
 
 log = logging.getLogger("graftcv")
 ImageInput = str | Path | Image.Image | list
@@ -172,23 +172,48 @@ def default_out_dir(data: str | Path, strategy: str) -> Path:
     return Path("runs") / f"{Path(str(data)).resolve().name or 'data'}-{strategy}-{stamp}"
 
 
-def fit(data: str | Path, out: str | Path | None = None, **settings) -> Run:
-    """Train a classifier on the labelled images in `data` and save it under `out`.
+@dataclass
+class _Prepared:
+    """What every training entry point needs before the first step: data, backbone, plan."""
 
-    Settings are `TrainConfig`'s fields (strategy, model, epochs, lr, augment, ...), e.g.
-    `fit("photos/", strategy="linear-probe", head="svm")`.
-    """
+    config: TrainConfig
+    splits: DataSplits
+    backbone: Backbone
+    model_id: dict
+    phases: list[Phase]
+    resolved: dict
+
+    def features(self, paths: list[Path], label: str) -> np.ndarray:
+        config = self.config
+        return extract_features(
+            self.backbone.model,
+            paths,
+            self.backbone.data_config,
+            self.model_id,
+            batch_size=max(config.batch_size, 64),
+            num_workers=config.num_workers,
+            use_cache=config.cache,
+            progress=config.progress,
+            description=label,
+        )
+
+    def cached_features(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Train and val features when some phase trains on them (or the strategy is a probe)."""
+        if self.config.strategy != "linear-probe" and not any(phase.on_features for phase in self.phases):
+            return None
+        return self.features(self.splits.train.paths, "train features"), self.features(
+            self.splits.val.paths, "val features"
+        )
+
+
+def _prepare(data: str | Path, settings: dict) -> _Prepared:
     unknown = set(settings) - TrainConfig.field_names()
     if unknown:
         raise GraftcvError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
     config = TrainConfig(**settings).validate()
-    wall_start = time.perf_counter()
     _seed(config.seed)
     splits = discover(data, config.val, config.test, config.val_fraction, config.seed)
     warn_skipped(splits.skipped)
-    out_dir = Path(out) if out else default_out_dir(data, config.strategy)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     backbone = create_backbone(
         config.model,
         len(splits.classes),
@@ -200,60 +225,63 @@ def fit(data: str | Path, out: str | Path | None = None, **settings) -> Run:
     )
     model = backbone.model
     model_id = {"name": config.model, "weights": model_fingerprint(model, classifier_param_names(model, True))}
-    resolved = config.to_dict()
-    resolved.update(
-        data=str(Path(data).resolve()),
-        out=str(out_dir),
-        data_config=backbone.data_config,
-        weights_source={"kind": backbone.weights.source, "detail": backbone.weights.detail},
-    )
     default_epochs, default_lr = DEFAULTS.get(config.strategy, (0, 0.0))
-    resolved["epochs"] = config.epochs or default_epochs
-    if config.lr is None:
-        resolved["lr"] = default_lr
-    _write_json(out_dir / "config.json", resolved | {"data_summary": splits.describe()})
-
-    def features(paths: list[Path], label: str) -> np.ndarray:
-        return extract_features(
-            model,
-            paths,
-            backbone.data_config,
-            model_id,
-            batch_size=max(config.batch_size, 64),
-            num_workers=config.num_workers,
-            use_cache=config.cache,
-            progress=config.progress,
-            description=label,
-        )
-
-    train_start = time.perf_counter()
-    y_train = np.array(splits.train.targets(splits.classes))
-    y_val = np.array(splits.val.targets(splits.classes))
-    history: list[dict] = []
-    if config.strategy == "linear-probe":
-        train_x, val_x = features(splits.train.paths, "train features"), features(splits.val.paths, "val features")
-        probe = fit_probe(config.head, train_x, y_train, len(splits.classes), seed=config.seed, pca=config.pca)
-        val_probs = probe(torch.from_numpy(np.asarray(val_x))).numpy()
-        model.reset_classifier(0)
-        network, epochs_run, best_epoch = Classifier(model, probe), 0, 0
-    else:
-        from graftcv.training.gradient import train_phases
-
-        settings = StrategySettings(
-            epochs=resolved["epochs"],
+    epochs = config.epochs or default_epochs
+    lr = default_lr if config.lr in (None, "auto") else float(config.lr)
+    phases = plan(
+        config.strategy,
+        StrategySettings(
+            epochs=epochs,
             head_epochs=config.head_epochs,
-            lr=resolved["lr"] if resolved["lr"] != "auto" else default_lr,
+            lr=lr,
             head_lr=config.head_lr,
             lr_decay=config.lr_decay,
             unfreeze=config.unfreeze,
             unfreeze_every=config.unfreeze_every,
             augment=config.augment,
-        )
-        phases = plan(config.strategy, settings)
-        cached = None
-        if any(phase.on_features for phase in phases):
-            cached = (features(splits.train.paths, "train features"), features(splits.val.paths, "val features"))
-        outcome = train_phases(model, phases, splits, config, backbone.data_config, cached)
+        ),
+    )
+    resolved = config.to_dict() | {
+        "data": str(Path(data).resolve()),
+        "data_config": backbone.data_config,
+        "weights_source": {"kind": backbone.weights.source, "detail": backbone.weights.detail},
+        "epochs": epochs,
+        "lr": config.lr if config.lr == "auto" else lr,
+        "phases": [phase.__dict__ for phase in phases],
+    }
+    return _Prepared(config, splits, backbone, model_id, phases, resolved)
+
+
+def fit(data: str | Path, out: str | Path | None = None, **settings) -> Run:
+    """Train a classifier on the labelled images in `data` and save it under `out`.
+
+    Settings are `TrainConfig`'s fields (strategy, model, epochs, lr, augment, ...), e.g.
+    `fit("photos/", strategy="linear-probe", head="svm")`.
+    """
+    wall_start = time.perf_counter()
+    prep = _prepare(data, settings)
+    config, splits, backbone, resolved = prep.config, prep.splits, prep.backbone, prep.resolved
+    model = backbone.model
+    out_dir = Path(out) if out else default_out_dir(data, config.strategy)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resolved["out"] = str(out_dir)
+    _write_json(out_dir / "config.json", resolved | {"data_summary": splits.describe()})
+
+    train_start = time.perf_counter()
+    y_train = np.array(splits.train.targets(splits.classes))
+    y_val = np.array(splits.val.targets(splits.classes))
+    history: list[dict] = []
+    cached = prep.cached_features()
+    if config.strategy == "linear-probe":
+        train_x, val_x = cached
+        probe = fit_probe(config.head, train_x, y_train, len(splits.classes), seed=config.seed, pca=config.pca)
+        val_probs = probe(torch.from_numpy(np.array(val_x))).numpy()
+        model.reset_classifier(0)
+        network, epochs_run, best_epoch = Classifier(model, probe), 0, 0
+    else:
+        from graftcv.training.gradient import train_phases
+
+        outcome = train_phases(model, prep.phases, splits, config, backbone.data_config, cached)
         history, val_probs, epochs_run, best_epoch = (
             outcome.history,
             outcome.val_probs,
@@ -324,51 +352,15 @@ def find_lr(data: str | Path, steps: int = 60, **settings):
     from graftcv.training.gradient import build_module, make_loaders
     from graftcv.training.lr_find import find_lr as range_test
 
-    config = TrainConfig(**settings).validate()
-    if config.strategy == "linear-probe":
+    if settings.get("strategy") == "linear-probe":
         raise GraftcvError("linear-probe has no learning rate: its head is fitted by scikit-learn.")
-    _seed(config.seed)
-    splits = discover(data, config.val, config.test, config.val_fraction, config.seed)
-    warn_skipped(splits.skipped)
-    backbone = create_backbone(
-        config.model,
-        len(splits.classes),
-        config.pretrained,
-        config.weights,
-        drop_rate=config.dropout,
-        drop_path_rate=config.drop_path,
-        size=config.size,
-    )
-    model = backbone.model
-    default_epochs, default_lr = DEFAULTS[config.strategy]
-    settings_ = StrategySettings(
-        epochs=config.epochs or default_epochs,
-        head_epochs=config.head_epochs,
-        lr=default_lr,
-        head_lr=config.head_lr,
-        lr_decay=config.lr_decay,
-        unfreeze=config.unfreeze,
-        unfreeze_every=config.unfreeze_every,
-        augment=config.augment,
-    )
-    phase = plan(config.strategy, settings_)[-1]
-    cached = None
-    if phase.on_features:
-        model_id = {"name": config.model, "weights": model_fingerprint(model, classifier_param_names(model, True))}
-        cached = tuple(
-            extract_features(
-                model,
-                paths,
-                backbone.data_config,
-                model_id,
-                use_cache=config.cache,
-                progress=config.progress,
-                description=name,
-            )
-            for paths, name in ((splits.train.paths, "train features"), (splits.val.paths, "val features"))
-        )
-    module = build_module(model, config, np.array(splits.train.targets(splits.classes)), len(splits.classes))
-    train_loader, _ = make_loaders(phase, splits, config, backbone.data_config, cached)
+    prep = _prepare(data, settings)
+    config, splits = prep.config, prep.splits
+    phase = prep.phases[-1]
+    cached = prep.cached_features() if phase.on_features else None
+    targets = np.array(splits.train.targets(splits.classes))
+    module = build_module(prep.backbone.model, config, targets, len(splits.classes))
+    train_loader, _ = make_loaders(phase, splits, config, prep.backbone.data_config, cached)
     return range_test(
         module,
         phase,

@@ -45,6 +45,7 @@ def _print_run(summary: dict, out_dir: Path) -> None:
     table.add_row("epochs (best)", f"{summary['epochs']} ({summary['best_epoch']})")
     table.add_row("train / wall seconds", f"{summary['train_seconds']:.1f} / {summary['wall_seconds']:.1f}")
     table.add_row("images train / val", f"{summary['n_train']} / {summary['n_val']}")
+    table.add_row("train images per class", " · ".join(f"{k} {v}" for k, v in summary["train_counts"].items()))
     table.add_row("skipped files", str(summary["skipped_files"]))
     out.print(table)
     out.print(f"model: [bold]{summary['model_dir']}[/]   run: {out_dir}")

@@ -111,10 +111,8 @@ def export_pipeline(pipeline, n_classes: int, class_priors: np.ndarray | None = 
             if class_priors is None:
                 raise GraftcvError("Exporting gradient boosting needs the training class priors.")
             priors = np.asarray(class_priors, dtype=np.float64)  # the model's initial raw prediction
-            if n_classes == 2:
-                init = np.array([np.log(priors[1] / priors[0])])
-            else:
-                init = np.log(np.clip(priors, 1e-12, None))
+            binary = n_classes == 2
+            init = np.array([np.log(priors[1] / priors[0])]) if binary else np.log(np.clip(priors, 1e-12, None))
             trees = [tree for stage in step.estimators_ for tree in stage]
             tree_op = _trees(trees, step.learning_rate)
             tree_op["columns"] = step.estimators_.shape[1]  # trees per stage, one per raw output

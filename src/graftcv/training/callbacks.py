@@ -12,11 +12,13 @@ from rich.console import Console
 
 class BestWeights(L.Callback):
     """Keeps a copy of the weights (and validation outputs) of the epoch with the lowest validation loss,
-    and restores them when training ends. In memory, so no pickled checkpoint is ever written."""
+    and restores them when training ends. One instance spans all phases of a run, so a later phase that
+    never beats an earlier one leaves the earlier weights in place. In memory: no pickled checkpoint."""
 
     def __init__(self) -> None:
         self.best_loss = float("inf")
-        self.best_epoch = -1
+        self.best_epoch = 0  # 1-based over the whole run; 0 = none yet
+        self.epoch_offset = 0
         self.state: dict[str, torch.Tensor] | None = None
         self.val_probs: torch.Tensor | None = None
         self.val_targets: torch.Tensor | None = None
@@ -27,7 +29,7 @@ class BestWeights(L.Callback):
         loss = trainer.callback_metrics.get("val_loss")
         if loss is None or float(loss) >= self.best_loss:
             return
-        self.best_loss, self.best_epoch = float(loss), trainer.current_epoch
+        self.best_loss, self.best_epoch = float(loss), self.epoch_offset + trainer.current_epoch + 1
         self.state = {k: v.detach().clone() for k, v in module.model.state_dict().items()}
         self.val_probs = torch.cat(module.val_probs)
         self.val_targets = torch.cat(module.val_targets)

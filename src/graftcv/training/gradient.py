@@ -15,6 +15,7 @@ from graftcv.backbones import layer_groups
 from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
 from graftcv.strategies import Phase
+from graftcv.training.callbacks import BestWeights
 from graftcv.training.module import OptimSettings, TransferModule
 from graftcv.training.runner import run_phase
 
@@ -102,13 +103,15 @@ def train_phases(
     data_config: dict,
     cached: tuple[np.ndarray, np.ndarray] | None,
 ) -> GradientOutcome:
-    """Train `model` in place through every phase; each phase ends on its best validation epoch."""
+    """Train `model` in place through every phase; it ends holding the weights of the best validation
+    epoch of the whole run (by loss), whichever phase that was in."""
     y_train = np.array(splits.train.targets(splits.classes))
     module = build_module(model, config, y_train, len(splits.classes))
     budget = parse_duration(config.max_time)
     started = time.perf_counter()
     history: list[dict] = []
     val_probs, best_epoch, lr_found = None, 0, None
+    best = BestWeights()
     trainer_options = {"devices": config.devices, "accelerator": config.accelerator, "precision": config.precision}
     for index, phase in enumerate(phases):
         left = None
@@ -133,6 +136,7 @@ def train_phases(
             epoch_offset=len(history),
             started=started,
             progress=config.progress,
+            best=best,
             **trainer_options,
         )
         history.extend(result.history)

@@ -32,7 +32,7 @@ def find_lr(
     The module's weights are restored afterwards (Lightning does that)."""
     module.start_phase(phase)
     with quiet_lightning():
-        trainer = make_trainer(max_epochs=1, callbacks=[], progress=False, **trainer_options)
+        trainer = make_trainer(max_epochs=num_steps, callbacks=[], progress=False, **trainer_options)
         result = Tuner(trainer).lr_find(
             module,
             train_dataloaders=train_loader,

@@ -51,6 +51,7 @@ def quiet_lightning() -> Iterator[None]:
             ".*LeafSpec.*",
             ".*litlogger.*",
             ".*Trainer.fit. stopped.*",
+            ".*no `val_dataloader`.*",
             ".*smaller than the logging interval.*",
         ):
             warnings.filterwarnings("ignore", message=message)
@@ -99,10 +100,13 @@ def run_phase(
     epoch_offset: int = 0,
     started: float | None = None,
     progress: bool = True,
+    best: BestWeights | None = None,
 ) -> PhaseResult:
-    """Train `module` under `phase`; the weights of its best validation epoch are kept."""
+    """Train `module` under `phase`; the weights of the best validation epoch so far (this phase or,
+    when `best` is carried over, an earlier one) are in the model when it returns."""
     module.start_phase(phase)
-    best = BestWeights()
+    best = best or BestWeights()
+    best.epoch_offset = epoch_offset
     log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), echo=not sys.stderr.isatty())
     stopper = EarlyStopping("val_loss", patience=patience, mode="min")
     phase_start = time.perf_counter()
@@ -112,7 +116,7 @@ def run_phase(
     return PhaseResult(
         name=phase.name,
         epochs_run=len(log.rows),
-        best_epoch=epoch_offset + best.best_epoch + 1,
+        best_epoch=best.best_epoch,
         best_val_loss=best.best_loss,
         val_probs=best.val_probs.numpy() if best.val_probs is not None else None,
         val_targets=best.val_targets.numpy() if best.val_targets is not None else None,
