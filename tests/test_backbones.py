@@ -44,7 +44,7 @@ def _source_model() -> torch.nn.Module:
     torch.manual_seed(123)
     model = timm.create_model("resnet10t", pretrained=False)  # 1000-class head, like a real checkpoint
     with torch.no_grad():  # BatchNorm buffers are not at their defaults either
-        for name, buffer in model.named_buffers():
+        for buffer in model.buffers():
             if buffer.is_floating_point():
                 buffer.add_(torch.rand_like(buffer))
     return model

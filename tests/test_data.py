@@ -45,11 +45,6 @@ def test_small_fraction_still_puts_every_class_in_val(make_folder):
     assert len(splits.val) == 3
 
 
-@pytest.mark.xfail(
-    reason="discovery._stratified_split: n_val >= n_classes does not make train_test_split put a rare class "
-    "in val (a class of 2 next to a class of 20 gets no validation image)",
-    strict=True,
-)
 def test_rare_class_is_in_val_too(tmp_path):
     for i in range(20):
         write_image(tmp_path / "d" / "common" / f"{i}.jpg", COLOURS[0], i)

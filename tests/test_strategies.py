@@ -120,8 +120,9 @@ def test_unknown_strategy_is_an_error(data, tmp_path, tiny):
 # --- linear probe heads -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("head", "pca"), [("logreg", None), ("svm", None), ("rf", None), ("gb", None), ("mlp", None),
-                                           ("logreg", 4)])
+@pytest.mark.parametrize(
+    ("head", "pca"), [("logreg", None), ("svm", None), ("rf", None), ("gb", None), ("mlp", None), ("logreg", 4)]
+)
 def test_linear_probe_heads(head, pca, data, tmp_path, tiny):
     run = graftcv.fit(data, out=tmp_path / "run", strategy="linear-probe", head=head, pca=pca, **tiny)
     assert run.summary["epochs"] == 0 and run.history == []
@@ -184,15 +185,10 @@ def test_same_seed_same_result(strategy, data, tmp_path, tiny):
         assert [(r["train_loss"], r["val_loss"]) for r in read_history(other)] != losses[0]
 
 
-@pytest.mark.xfail(
-    reason="training/module.py _scheduler: OneCycleLR(pct_start=0.25) divides by zero when a phase has exactly "
-    "4 optimizer steps (e.g. 16 training images, batch size 4, 1 epoch)",
-    raises=ZeroDivisionError,
-    strict=True,
-)
-def test_four_step_phase_trains(data, tmp_path, tiny):
-    run = graftcv.fit(data, out=tmp_path / "run", strategy="full", **{**tiny, "batch_size": 4})
-    assert run.summary["n_train"] == 16 and run.summary["epochs"] == 1
+@pytest.mark.parametrize("batch_size", [5, 6, 9, 18])  # 4, 3, 2 and 1 optimizer steps over 18 images
+def test_short_onecycle_phase_trains(data, tmp_path, tiny, batch_size):
+    run = graftcv.fit(data, out=tmp_path / "run", strategy="full", **{**tiny, "batch_size": batch_size})
+    assert run.summary["n_train"] == 18 and run.summary["epochs"] == 1
 
 
 # --- unit level: plans, freezing, learning rates ------------------------------------------------------------------
@@ -284,3 +280,12 @@ def test_param_groups_weight_decay_and_rates(net):
     module.start_phase(Phase("partial", 1, 1e-2, trainable=2, lr_decay=0.5))
     only = {named[id(p)] for g in module._param_groups() for p in g["params"]}
     assert only == {n for g in groups[-2:] for n in g}
+
+
+def test_test_split_is_evaluated(make_split_folder, tmp_path, tiny):
+    root = make_split_folder(test="test", classes=2, n_train=5, n_val=3)
+    run = graftcv.fit(root, out=tmp_path / "run", strategy="linear-probe", **tiny)
+    assert run.summary["n_train"] == 10 and run.summary["n_val"] == 6 and run.summary["n_test"] == 6
+    report = json.loads((run.out_dir / "test_metrics.json").read_text())
+    assert report["n"] == 6
+    assert run.summary["test_accuracy"] == report["accuracy"] >= 0.8

@@ -252,13 +252,16 @@ def _prepare(data: str | Path, settings: dict) -> _Prepared:
     return _Prepared(config, splits, backbone, model_id, phases, resolved)
 
 
-def fit(data: str | Path, out: str | Path | None = None, **settings) -> Run:
+def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False, **settings) -> Run:
     """Train a classifier on the labelled images in `data` and save it under `out`.
 
     Settings are `TrainConfig`'s fields (strategy, model, epochs, lr, augment, ...), e.g.
-    `fit("photos/", strategy="linear-probe", head="svm")`.
+    `fit("photos/", strategy="linear-probe", head="svm")`. A finished run already in `out` is kept
+    unless `overwrite` is set.
     """
     wall_start = time.perf_counter()
+    if out and (Path(out) / "summary.json").exists() and not overwrite:
+        raise GraftcvError(f"{out} already holds a finished run: choose another --out, or pass --overwrite.")
     prep = _prepare(data, settings)
     config, splits, backbone, resolved = prep.config, prep.splits, prep.backbone, prep.resolved
     model = backbone.model

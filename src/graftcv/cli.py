@@ -31,11 +31,6 @@ def _setup_logging() -> None:
     logging.getLogger("graftcv").setLevel(logging.INFO)
 
 
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(2)
-
-
 def _print_run(summary: dict, out_dir: Path) -> None:
     table = Table(title=f"{summary['strategy']} · {summary['model']}", show_header=False)
     for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_log_loss", "val_ece"):
@@ -112,6 +107,9 @@ def train(
         str, typer.Option(help="32-true | 16-mixed | bf16-mixed", rich_help_panel="Execution")
     ] = "32-true",
     cache: Annotated[bool, typer.Option(help="Reuse cached features", rich_help_panel="Execution")] = True,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a finished run in --out", rich_help_panel="Execution")
+    ] = False,
 ) -> None:
     """Train a classifier on a folder of labelled images and save it with its metrics."""
     import graftcv
@@ -155,7 +153,7 @@ def train(
         precision=precision,
         cache=cache,
     )
-    run = graftcv.fit(data, out=out_dir, **settings)
+    run = graftcv.fit(data, out=out_dir, overwrite=overwrite, **settings)
     _print_run(run.summary, run.out_dir)
 
 
@@ -174,7 +172,7 @@ def demo(
 
     data = Path(__file__).parent / "demo_data" / "ants_bees"
     out.print(f"demo data: {data} (ants vs bees, {sum(1 for p in data.rglob('*.jpg'))} images)")
-    run = graftcv.fit(data, out=out_dir, strategy=strategy, epochs=epochs)
+    run = graftcv.fit(data, out=out_dir, overwrite=True, strategy=strategy, epochs=epochs)
     _print_run(run.summary, run.out_dir)
 
 
@@ -263,23 +261,13 @@ def lr_find(
 
 
 def main() -> None:
+    """Entry point: typer reports usage errors itself (exit 2); bad input found later is one line, exit 2."""
     _setup_logging()
     try:
-        app(standalone_mode=False)
+        app()
     except GraftcvError as error:
-        _fail(str(error))
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as error:  # click's usage errors
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(2)
-        raise
+        err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

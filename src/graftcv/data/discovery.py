@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import csv
-import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from graftcv.data.images import check_image
 from graftcv.errors import GraftcvError
@@ -135,20 +136,25 @@ def _drop_unreadable(images: ImageSet, skipped: list[tuple[str, str]]) -> ImageS
 
 
 def _stratified_split(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    from sklearn.model_selection import train_test_split
+    """A seeded split that keeps every class on both sides.
 
+    Written here because scikit-learn's stratified splitters round per class and can leave a rare
+    class (2 images beside 20) with no validation image at all.
+    """
     if not 0.0 < fraction < 1.0:
         raise GraftcvError(f"--val-fraction must be between 0 and 1, got {fraction}.")
-    n_classes = len(set(images.labels))
-    n_val = max(math.ceil(fraction * len(images)), n_classes)
-    if len(images) - n_val < n_classes:
-        raise GraftcvError(
-            f"Too few images ({len(images)}) for {n_classes} classes and a validation split of {fraction}."
-        )
-    train_idx, val_idx = train_test_split(
-        list(range(len(images))), test_size=n_val, stratify=images.labels, random_state=seed
-    )
-    return images.subset(sorted(train_idx)), images.subset(sorted(val_idx))
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for index, label in enumerate(images.labels):
+        by_class.setdefault(label, []).append(index)
+    val_idx: list[int] = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val_idx.extend(rng.permutation(members)[:n_val].tolist())
+    chosen = set(val_idx)
+    train_idx = [i for i in range(len(images)) if i not in chosen]
+    return images.subset(train_idx), images.subset(sorted(val_idx))
 
 
 def discover(

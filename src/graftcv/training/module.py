@@ -158,8 +158,13 @@ class TransferModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         if sched == "onecycle":
+            if total < 3:  # too short to ramp up and down
+                return None
+            # warm up for a quarter of the steps, but at least a step and a half: OneCycleLR divides by
+            # the length of each part, which must not round to zero on tiny runs
+            warmup = min(0.5, max(0.25, 1.5 / total))
             return torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=max_lrs, total_steps=total, pct_start=0.25, cycle_momentum=False
+                optimizer, max_lr=max_lrs, total_steps=total, pct_start=warmup, cycle_momentum=False
             )
         if sched == "cosine":
             warmup = min(total - 1, int(self.optim.warmup_epochs * per_epoch))

@@ -13,9 +13,11 @@ from datetime import timedelta
 
 import lightning as L
 import numpy as np
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 from torch.utils.data import DataLoader
 
+from graftcv.errors import GraftcvError
 from graftcv.strategies import Phase
 from graftcv.training.callbacks import BestWeights, EpochLog
 from graftcv.training.module import TransferModule
@@ -71,6 +73,13 @@ def make_trainer(
     progress: bool = True,
 ) -> L.Trainer:
     bar = progress and sys.stderr.isatty()
+    try:
+        return _trainer(max_epochs, callbacks, devices, accelerator, precision, max_time, bar)
+    except (MisconfigurationException, ValueError) as error:  # bad --devices/--accelerator/--precision
+        raise GraftcvError(f"Cannot set up training: {str(error).splitlines()[0]}") from None
+
+
+def _trainer(max_epochs, callbacks, devices, accelerator, precision, max_time, bar: bool) -> L.Trainer:
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=accelerator,

@@ -1,0 +1,223 @@
+"""The `graftcv` command line: exit codes and messages for bad input, and train → predict → evaluate."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COLOURS, write_class_folders, write_image
+
+import graftcv.cli
+
+GRAFTCV = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "graftcv"
+TINY_ARGS = ["--model", "resnet10t", "--no-pretrained", "--size", "32", "--epochs", "1", "--head-epochs", "1",
+             "--batch-size", "8", "--workers", "0"]  # fmt: skip
+
+
+def run_cli(*args, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="400", GRAFTCV_CACHE=str(cwd / ".cache"))
+    command = [str(GRAFTCV)] if GRAFTCV.exists() else [sys.executable, "-m", "graftcv.cli"]
+    return subprocess.run(
+        [*command, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
+    )
+
+
+def flat(text: str) -> str:
+    """Rich wraps long lines; compare messages with whitespace collapsed."""
+    return " ".join(text.split())
+
+
+# --- bad input -----------------------------------------------------------------------------------------
+
+
+def _bad_inputs(base: Path) -> dict[str, tuple[list, str]]:
+    """name → (arguments after `train`, a fragment the error message must contain)."""
+    good = write_class_folders(base / "good", classes=2, per_class=5)
+    empty = base / "empty"
+    (empty / "cats").mkdir(parents=True)
+    (empty / "cats" / "notes.txt").write_text("no images here")
+    one = write_class_folders(base / "one", classes=1, per_class=5)
+    lonely = write_class_folders(base / "lonely", classes=2, per_class=5)
+    write_image(lonely / "solo" / "a.jpg", COLOURS[3], seed=1)
+    split = base / "split"
+    write_class_folders(split / "train", classes=2, per_class=4)
+    write_class_folders(split / "val", classes=2, per_class=2)
+    write_image(split / "val" / "zebra" / "z.jpg", COLOURS[4], seed=2)
+    return {
+        "missing-path": ([base / "nowhere"], "does not exist"),
+        "no-images": ([empty], "No images found"),
+        "one-class": ([one], "Only one class ('class_0')"),
+        "one-image-class": ([lonely], "Class 'solo' has fewer than 2 training images"),
+        "unknown-val-class": ([split], "classes not in training: zebra"),
+        "unknown-strategy": ([good, "--strategy", "bogus"], "Unknown strategy 'bogus'"),
+        "unknown-model": ([good, "--model", "resnet10tt"], "Unknown backbone 'resnet10tt'"),
+    }
+
+
+BAD = ["missing-path", "no-images", "one-class", "one-image-class", "unknown-val-class", "unknown-strategy",
+       "unknown-model"]  # fmt: skip
+
+
+@pytest.fixture
+def restore_logging():
+    """main() configures logging for the terminal; put the test process back as it was."""
+    root, package = logging.getLogger(), logging.getLogger("graftcv")
+    handlers, level, package_level = root.handlers[:], root.level, package.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    package.setLevel(package_level)
+
+
+def _previous_run(directory: Path, finished: bool) -> dict[str, bytes]:
+    """A run directory from an earlier run: interrupted (no summary.json) or finished."""
+    files = {
+        "config.json": b'{"strategy": "head"}',
+        "metrics.csv": b"phase,epoch\nhead,1\n",
+        "model/graftcv.json": b'{"kind": "classifier"}',
+        "model/model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+    }
+    if finished:
+        files["summary.json"] = b'{"val_accuracy": 0.9}'
+    for name, content in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(content)
+    return files
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_exits_2_with_one_error_line(case, tmp_path, monkeypatch, capsys, restore_logging):
+    """main() in this process (fast): the exit code, the message, and the run directory left alone."""
+    args, fragment = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "previous-run"
+    before = _previous_run(out, finished=False)
+    # a later --model overrides the one in TINY_ARGS
+    monkeypatch.setattr(sys, "argv", ["graftcv", "train", *TINY_ARGS, "--out", str(out), *map(str, args)])
+    with pytest.raises(SystemExit) as done:
+        graftcv.cli.main()
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, err
+    assert fragment in flat(err)
+    assert "Traceback" not in err
+    assert _contents(out) == before, "a failing run must not touch an existing run directory"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_finished_run_is_kept(overwrite, tmp_path, monkeypatch, capsys, restore_logging):
+    """Without --overwrite a finished run is refused; with it, a run that fails still leaves it whole."""
+    data = write_class_folders(tmp_path / "data", classes=2, per_class=4) if not overwrite else tmp_path / "nowhere"
+    out = tmp_path / "finished"
+    before = _previous_run(out, finished=True)
+    argv = ["graftcv", "train", str(data), *TINY_ARGS, "--out", str(out)] + (["--overwrite"] if overwrite else [])
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        graftcv.cli.main()
+    assert done.value.code == 2
+    err = flat(capsys.readouterr().err)
+    assert ("already holds a finished run" in err) != overwrite
+    assert ("does not exist" in err) == overwrite
+    assert _contents(out) == before
+
+
+@pytest.mark.parametrize("case", ["missing-path", "unknown-strategy"])
+def test_bad_input_in_a_real_process(case, tmp_path):
+    args, fragment = _bad_inputs(tmp_path)[case]
+    done = run_cli("train", *TINY_ARGS, "--out", tmp_path / "never", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] != []
+    assert fragment in flat(done.stderr)
+    assert not (tmp_path / "never").exists()
+
+
+def test_unknown_option_is_a_usage_error(tmp_path):
+    done = run_cli("train", tmp_path, "--no-such-option", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "--no-such-option" in done.stderr
+
+
+# --- a successful run, then predict and evaluate ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    data = write_class_folders(base / "data", classes=2, per_class=6)
+    out = base / "run"
+    done = run_cli("train", data, *TINY_ARGS, "--strategy", "head", "--out", out, cwd=base)
+    return base, data, out, done
+
+
+def test_train_writes_the_run(trained):
+    _, data, out, done = trained
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert "val_accuracy" in done.stdout
+    for name in ("config.json", "metrics.csv", "summary.json", "model/model.safetensors", "model/graftcv.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("strategy", "model", "epochs", "train_seconds", "val_accuracy", "val_macro_f1", "n_train", "n_val",
+                "skipped_files"):  # fmt: skip
+        assert key in summary, key
+    assert summary["strategy"] == "head" and summary["model"] == "resnet10t"
+    assert summary["epochs"] == 1 and summary["n_train"] + summary["n_val"] == 12
+    assert summary["skipped_files"] == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategy"] == "head" and config["pretrained"] is False and config["size"] == 32
+    assert config["data"] == str(data.resolve())
+    with (out / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["phase"] for r in rows] == ["head"]
+    meta = json.loads((out / "model" / "graftcv.json").read_text())
+    assert meta["classes"] == ["class_0", "class_1"] and meta["backbone"] == "resnet10t"
+
+
+def test_predict_writes_csv(trained):
+    base, data, out, _ = trained
+    image = data / "class_1" / "img_03.jpg"
+    target = base / "predictions.csv"
+    done = run_cli("predict", out / "model", image, data / "class_0", "--topk", "2", "--csv", target, cwd=base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with target.open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["path", "class1", "prob1", "class2", "prob2"]
+    assert len(rows) == 1 + 1 + 6
+    assert rows[1][0] == str(image)
+    for row in rows[1:]:
+        assert {row[1], row[3]} == {"class_0", "class_1"}
+        p1, p2 = float(row[2]), float(row[4])
+        assert 1.0 >= p1 >= p2 >= 0.0 and abs(p1 + p2 - 1.0) < 1e-4
+
+
+def test_evaluate_writes_reports(trained):
+    base, data, out, _ = trained
+    target = base / "eval"
+    done = run_cli("evaluate", out / "model", data, "--out", target, cwd=base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((target / "metrics.json").read_text())
+    assert report["n"] == 12 and 0.0 <= report["accuracy"] <= 1.0
+    assert (target / "per_class.csv").is_file() and (target / "confusion_matrix.csv").is_file()
+    assert sum(map(sum, report["confusion_matrix"])) == 12
+
+
+def test_models_lists_the_bundled_weights(tmp_path):
+    done = run_cli("models", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if "tf_efficientnet_lite0" in line]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].replace("│", "|").split("|") if c.strip()]
+    assert cells[:2] == ["tf_efficientnet_lite0", "package"]
+    assert "resnet50" in done.stdout
