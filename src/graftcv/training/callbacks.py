@@ -40,23 +40,29 @@ class BestWeights(L.Callback):
 
 
 class EpochLog(L.Callback):
-    """One dict per epoch: phase, epoch, losses, accuracy, head learning rate, seconds since start."""
+    """One dict per epoch: phase, epoch, losses, accuracy, the head's learning rate as the epoch began,
+    seconds since start."""
 
     def __init__(self, phase: str, epoch_offset: int, started: float, echo: bool) -> None:
         self.phase, self.offset, self.started, self.echo = phase, epoch_offset, started, echo
         self.rows: list[dict] = []
         self.console = Console(file=sys.stderr)
+        self.epoch_lr = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # read before the epoch: Lightning steps epoch-interval schedulers before on_train_epoch_end
+        lrs = [g["lr"] for g in trainer.optimizers[0].param_groups] if trainer.optimizers else [0.0]
+        self.epoch_lr = max(lrs)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        lrs = [g["lr"] for g in trainer.optimizers[0].param_groups] if trainer.optimizers else [0.0]
         row = {
             "phase": self.phase,
             "epoch": self.offset + trainer.current_epoch + 1,
             "train_loss": metrics.get("train_loss"),
             "val_loss": metrics.get("val_loss"),
             "val_acc": metrics.get("val_acc"),
-            "lr": max(lrs),
+            "lr": self.epoch_lr,
             "trainable_groups": module.n_trainable(trainer.current_epoch),
             "seconds": round(time.perf_counter() - self.started, 2),
         }
