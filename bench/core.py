@@ -24,7 +24,7 @@ GRAFTCV = Path(sys.executable).with_name("graftcv")
 def run_one(dataset: str, strategy: str, extra: list[str], out_root: Path) -> dict:
     out = out_root / f"{dataset}-{strategy}"
     with tempfile.TemporaryDirectory() as cache:
-        command = [str(GRAFTCV), "train", str(SHARED / dataset), "--strategy", strategy, "--out", str(out), *extra]
+        command = [str(GRAFTCV), "train", str(SHARED / dataset), "--strategy", strategy, "--out", str(out), "--overwrite", *extra]
         start = time.perf_counter()
         done = subprocess.run(command, env={**os.environ, "GRAFTCV_CACHE": cache}, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -61,7 +61,10 @@ def main() -> None:
     print("| " + " | ".join(columns) + " |")
     print("|" + "---|" * len(columns))
     for row in rows:
-        print("| " + " | ".join(str(row.get(c, row.get("error", ""))) for c in columns) + " |")
+        cells = [str(row.get(c, "")) for c in columns]
+        if "error" in row:
+            cells[2] = f"failed: {row['error']}"
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
