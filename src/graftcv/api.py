@@ -167,6 +167,16 @@ def _write_history(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def write_predictions(path: Path, images: ImageSet, probs: np.ndarray, classes: list[str]) -> None:
+    """One row per image: path, true label, predicted label, its probability, then every class's."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", "probability", *classes])
+        for image, label, row in zip(images.paths, images.labels, probs, strict=True):
+            best = int(np.argmax(row))
+            writer.writerow([str(image), label, classes[best], f"{row[best]:.6f}", *(f"{p:.6f}" for p in row)])
+
+
 def default_out_dir(data: str | Path, strategy: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{Path(str(data)).resolve().name or 'data'}-{strategy}-{stamp}"
@@ -298,6 +308,7 @@ def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False
 
     report = classification_report(y_val, val_probs, splits.classes)
     write_report(report, out_dir, prefix="val_")
+    write_predictions(out_dir / "val_predictions.csv", splits.val, val_probs, splits.classes)
     meta = {
         "backbone": config.model,
         "classes": splits.classes,
@@ -313,8 +324,10 @@ def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False
     trained = Model(network, meta)
     test_report = None
     if splits.test is not None and len(splits.test):
-        test_report = trained.evaluate_images(splits.test, progress=config.progress)
+        test_probs, _ = trained.predict_proba(splits.test.paths, progress=config.progress)
+        test_report = classification_report(np.array(splits.test.targets(splits.classes)), test_probs, splits.classes)
         write_report(test_report, out_dir, prefix="test_")
+        write_predictions(out_dir / "test_predictions.csv", splits.test, test_probs, splits.classes)
     _write_history(out_dir / "metrics.csv", history)
     _write_json(out_dir / "config.json", resolved | {"data_summary": splits.describe()})
     summary = {
