@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from conftest import COLOURS, write_image
 
 from graftcv.backbones import data_config_for
 from graftcv.data import build_transform, load_rgb
-from graftcv.features import extract_features, model_fingerprint
+from graftcv.features import FeatureStats, extract_features, model_fingerprint
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def test_features_match_a_direct_forward(setup, _isolated_cache):
     assert np.abs(np.asarray(features) - direct.numpy()).max() < 1e-4
     assert np.abs(direct.numpy()).max() > 0  # not a comparison of zeros
     # the cache lives under $GRAFTCV_CACHE
-    assert list((_isolated_cache / "features").glob("*.npy"))
+    assert list((_isolated_cache / "features").glob("*/*.npy"))
 
 
 def test_second_call_is_served_from_cache(setup, monkeypatch):
@@ -91,7 +90,7 @@ def test_rewritten_image_invalidates_the_cache(setup, monkeypatch):
     old_size = paths[0].stat().st_size
     write_image(paths[0], COLOURS[4], seed=99, size=56)  # other pixels, other bytes
     assert paths[0].stat().st_size != old_size
-    after = _assert_recomputed(model, paths, config, model_id, monkeypatch, len(paths))
+    after = _assert_recomputed(model, paths, config, model_id, monkeypatch, 1)  # that image alone
     assert not np.allclose(after[0], before[0])
     assert np.allclose(after[1:], before[1:], atol=1e-5)
 
@@ -101,7 +100,7 @@ def test_touched_image_invalidates_the_cache(setup, monkeypatch):
     _extract(model, paths, config, model_id)
     stat = paths[2].stat()
     os.utime(paths[2], ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
-    _assert_recomputed(model, paths, config, model_id, monkeypatch, len(paths))
+    _assert_recomputed(model, paths, config, model_id, monkeypatch, 1)
 
 
 def test_size_and_model_id_invalidate_the_cache(setup, monkeypatch):
@@ -127,10 +126,32 @@ def test_fingerprint_follows_the_weights(setup):
     assert model_fingerprint(model, head) != base
 
 
-def test_subset_of_paths_is_its_own_entry(setup, monkeypatch):
+def test_subsets_and_supersets_reuse_cached_rows(setup, monkeypatch, make_folder):
+    """Folds and few-shot subsets read the rows they need; only images never seen are computed."""
     model, paths, config, model_id = setup
     full = np.array(_extract(model, paths, config, model_id))
-    part = _assert_recomputed(model, paths[:2], config, model_id, monkeypatch, 2)
-    assert part.shape == (2, model.num_features)
-    assert np.allclose(part, full[:2], atol=1e-5)
-    assert Path(paths[0]).exists()
+    part = _assert_recomputed(model, paths[::-2], config, model_id, monkeypatch, 0)
+    assert np.array_equal(part, full[::-2])
+    extra = sorted(make_folder("more", classes=1, per_class=2, seed=7).rglob("*.jpg"))
+    mixed = [extra[0], *paths, extra[1]]
+    grown = _assert_recomputed(model, mixed, config, model_id, monkeypatch, 2)
+    assert np.array_equal(grown[1:-1], full)
+    alone = np.array(_extract(model, extra, config, model_id, use_cache=True))
+    assert np.allclose(grown[[0, -1]], alone, atol=1e-6)
+
+
+def test_stats_report_what_was_computed(setup):
+    model, paths, config, model_id = setup
+    stats = FeatureStats()
+    _extract(model, paths, config, model_id, stats=stats)
+    assert (stats.computed, stats.cached) == (len(paths), 0) and stats.images_per_second > 0
+    _extract(model, paths, config, model_id, stats=stats)
+    assert (stats.computed, stats.cached) == (0, len(paths))
+
+
+def test_damaged_index_is_ignored_and_recomputed(setup, monkeypatch, _isolated_cache):
+    model, paths, config, model_id = setup
+    _extract(model, paths, config, model_id)
+    for index in (_isolated_cache / "features").glob("*/*.json"):
+        index.write_text("{not json")
+    _assert_recomputed(model, paths, config, model_id, monkeypatch, len(paths))

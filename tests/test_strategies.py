@@ -199,8 +199,9 @@ SETTINGS = StrategySettings(
 
 
 def test_plans():
-    assert set(STRATEGIES) == set(DEFAULTS) == {"linear-probe", "head", "partial", "full", "progressive", "finetune"}
-    assert plan("linear-probe", SETTINGS) == []
+    expected = {"linear-probe", "prototype", "head", "partial", "full", "progressive", "finetune"}
+    assert set(STRATEGIES) == set(DEFAULTS) == expected
+    assert plan("linear-probe", SETTINGS) == [] and plan("prototype", SETTINGS) == []
     (head,) = plan("head", SETTINGS)
     assert head.trainable == 1 and head.lr == 3e-3 and not head.on_features
     assert plan("head", StrategySettings(**{**SETTINGS.__dict__, "augment": "none"}))[0].on_features

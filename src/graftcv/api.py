@@ -9,6 +9,7 @@ import platform
 import random
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,10 +25,10 @@ from graftcv.data import DataSplits, ImageDataset, ImageSet, build_transform, di
 from graftcv.data.discovery import list_images, read_labelled
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report, write_report
-from graftcv.features import extract_features, model_fingerprint
-from graftcv.heads import fit_probe
+from graftcv.features import FeatureStats, extract_features, model_fingerprint
+from graftcv.heads import fit_probe, fit_prototype
 from graftcv.progress import image_progress
-from graftcv.strategies import DEFAULTS, Phase, StrategySettings, plan
+from graftcv.strategies import DEFAULTS, FEATURE_HEAD_STRATEGIES, Phase, StrategySettings, plan
 
 log = logging.getLogger("graftcv")
 ImageInput = str | Path | Image.Image | list
@@ -69,9 +70,20 @@ def warn_skipped(skipped: list[tuple[str, str]]) -> None:
 class Model:
     """A trained classifier: `predict` images, `evaluate` on labelled data, `save` as an artifact."""
 
-    def __init__(self, network: Classifier, meta: dict, device: str | None = None) -> None:
+    def __init__(
+        self,
+        network: Classifier | None,
+        meta: dict,
+        device: str | None = None,
+        runner: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """`runner`, when given, turns normalised image batches into probabilities instead of `network`
+        (an onnxruntime session, for `load(..., runtime="onnx")`)."""
         self.device = _device(device)
-        self.network = network.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.network = None
+        if network is not None:
+            self.network = network.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.runner = runner
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.data_config: dict = meta["data_config"]
@@ -82,6 +94,8 @@ class Model:
 
     @torch.inference_mode()
     def _probs(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.runner is not None:
+            return self.runner(batch)
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return self.network(batch).float().cpu()
 
@@ -133,13 +147,52 @@ class Model:
         probs, _ = self.predict_proba(images.paths, batch_size=batch_size, progress=progress)
         return classification_report(np.array(images.targets(self.classes)), probs, self.classes)
 
+    def explain(
+        self,
+        images: ImageInput,
+        method: str = "gradcam",
+        target: str = "pred",
+        layer: str | None = None,
+        labels: list[str | None] | None = None,
+        batch_size: int = 8,
+    ) -> list:
+        """Class activation maps, one `CamResult` per image: `image` (H, W, 3) uint8 as the network saw it,
+        `cam` (H, W) in [0, 1], `predicted`, `probability`, `target` (pred, true or a class name)."""
+        from graftcv.explain import explain_images
+
+        return explain_images(
+            self.network, self.data_config, self.classes, images, method, target, layer, labels, batch_size
+        )
+
+    def score_explanations(
+        self, results: list, masks: str | Path | None = None, boxes: str | Path | None = None
+    ) -> dict:
+        """CAM quality of `explain` results: ROAD and confidence change against a random CAM, and with
+        `masks` (folder of binary masks) or `boxes` (path,x0,y0,x1,y1 CSV) pointing game, energy inside, IoU."""
+        from graftcv.explain.pipeline import annotation_masks, score_results
+
+        objects = annotation_masks(results, self.data_config, masks, boxes)
+        return score_results(self.network, self.data_config, self.classes, results, objects)
+
     def save(self, path: str | Path) -> Path:
+        if self.network is None:
+            raise GraftcvError("A model loaded with runtime='onnx' cannot be saved; load it with runtime='torch'.")
         probe = self.network.probe
-        return save_artifact(path, self.network.backbone, {k: v for k, v in self.meta.items() if k != "probe"}, probe)
+        meta = {k: v for k, v in self.meta.items() if k not in ("probe", "onnx")}  # an export belongs to its files
+        return save_artifact(path, self.network.backbone, meta, probe)
 
 
-def load(path: str | Path, device: str | None = None) -> Model:
-    """A saved model directory (model.safetensors + graftcv.json); never unpickles anything."""
+def load(path: str | Path, device: str | None = None, runtime: str = "torch") -> Model:
+    """A saved model directory (model.safetensors + graftcv.json); never unpickles anything.
+
+    `runtime="onnx"` (or a path to model.onnx) runs the exported model.onnx with onnxruntime instead."""
+    if runtime == "onnx" or Path(path).suffix.lower() == ".onnx":
+        from graftcv.runtime import open_onnx
+
+        runner, meta = open_onnx(path)
+        return Model(None, meta, runner=runner)
+    if runtime != "torch":
+        raise GraftcvError(f"Unknown runtime {runtime!r}: choose torch or onnx.")
     tensors, meta = read_artifact(path)
     return Model(build_classifier(tensors, meta), meta, device=device)
 
@@ -193,6 +246,8 @@ class _Prepared:
     phases: list[Phase]
     resolved: dict
 
+    feature_stats: FeatureStats = field(default_factory=FeatureStats)
+
     def features(self, paths: list[Path], label: str) -> np.ndarray:
         config = self.config
         return extract_features(
@@ -205,15 +260,16 @@ class _Prepared:
             use_cache=config.cache,
             progress=config.progress,
             description=label,
+            stats=self.feature_stats,
         )
 
     def cached_features(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """Train and val features when some phase trains on them (or the strategy is a probe)."""
-        if self.config.strategy != "linear-probe" and not any(phase.on_features for phase in self.phases):
+        """Train and val features when some phase trains on them (or the strategy is a probe), in one pass."""
+        if self.config.strategy not in FEATURE_HEAD_STRATEGIES and not any(p.on_features for p in self.phases):
             return None
-        return self.features(self.splits.train.paths, "train features"), self.features(
-            self.splits.val.paths, "val features"
-        )
+        n_train = len(self.splits.train)
+        both = self.features([*self.splits.train.paths, *self.splits.val.paths], "features")
+        return both[:n_train], both[n_train:]
 
 
 def _prepare(data: str | Path, settings: dict) -> _Prepared:
@@ -262,16 +318,45 @@ def _prepare(data: str | Path, settings: dict) -> _Prepared:
     return _Prepared(config, splits, backbone, model_id, phases, resolved)
 
 
-def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False, **settings) -> Run:
+def _recorded_settings(out: Path, data: str | Path | None, settings: dict) -> tuple[str, dict]:
+    """The data and settings of the unfinished run in `out`, which a resumed run must keep."""
+    if (out / "summary.json").exists():
+        raise GraftcvError(f"{out} holds a finished run: there is nothing to resume.")
+    if not (out / "config.json").is_file():
+        raise GraftcvError(f"{out} holds no run to resume (config.json is missing).")
+    recorded = json.loads((out / "config.json").read_text())
+    kept = {k: v for k, v in recorded.items() if k in TrainConfig.field_names()}
+    changed = sorted(k for k, v in settings.items() if k in kept and v != kept[k] and k not in ("progress",))
+    if changed:
+        raise GraftcvError(f"A resumed run keeps its settings; drop {', '.join(changed)} or start a new run.")
+    if data is not None and Path(data).resolve() != Path(recorded["data"]):
+        raise GraftcvError(f"{out} was trained on {recorded['data']}, not {Path(data).resolve()}.")
+    return recorded["data"], kept | {k: v for k, v in settings.items() if k == "progress"}
+
+
+def fit(
+    data: str | Path | None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    **settings,
+) -> Run:
     """Train a classifier on the labelled images in `data` and save it under `out`.
 
     Settings are `TrainConfig`'s fields (strategy, model, epochs, lr, augment, ...), e.g.
     `fit("photos/", strategy="linear-probe", head="svm")`. A finished run already in `out` is kept
-    unless `overwrite` is set.
+    unless `overwrite` is set. `resume=True` continues the unfinished run in `out` (killed, say) from its
+    last finished epoch, with the data and settings recorded there.
     """
     wall_start = time.perf_counter()
-    if out and (Path(out) / "summary.json").exists() and not overwrite:
+    if resume:
+        if out is None:
+            raise GraftcvError("Resuming needs the run directory (--resume OUT).")
+        data, settings = _recorded_settings(Path(out), data, settings)
+    elif out and (Path(out) / "summary.json").exists() and not overwrite:
         raise GraftcvError(f"{out} already holds a finished run: choose another --out, or pass --overwrite.")
+    if data is None:
+        raise GraftcvError("No data given: pass a folder of labelled images or a path,label CSV.")
     prep = _prepare(data, settings)
     config, splits, backbone, resolved = prep.config, prep.splits, prep.backbone, prep.resolved
     model = backbone.model
@@ -285,16 +370,21 @@ def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False
     y_val = np.array(splits.val.targets(splits.classes))
     history: list[dict] = []
     cached = prep.cached_features()
-    if config.strategy == "linear-probe":
+    if config.strategy in FEATURE_HEAD_STRATEGIES:
         train_x, val_x = cached
-        probe = fit_probe(config.head, train_x, y_train, len(splits.classes), seed=config.seed, pca=config.pca)
+        if config.strategy == "prototype":
+            probe = fit_prototype(train_x, y_train, len(splits.classes))
+        else:
+            probe = fit_probe(config.head, train_x, y_train, len(splits.classes), seed=config.seed, pca=config.pca)
         val_probs = probe(torch.from_numpy(np.array(val_x))).numpy()
         model.reset_classifier(0)
         network, epochs_run, best_epoch = Classifier(model, probe), 0, 0
     else:
         from graftcv.training.gradient import train_phases
 
-        outcome = train_phases(model, prep.phases, splits, config, backbone.data_config, cached)
+        outcome = train_phases(
+            model, prep.phases, splits, config, backbone.data_config, cached, out_dir / "checkpoints", resume
+        )
         history, val_probs, epochs_run, best_epoch = (
             outcome.history,
             outcome.val_probs,
@@ -314,7 +404,7 @@ def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False
         "classes": splits.classes,
         "data_config": backbone.data_config,
         "strategy": config.strategy,
-        "head": config.head if config.strategy == "linear-probe" else None,
+        "head": {"linear-probe": config.head, "prototype": "prototype"}.get(config.strategy),
         "weights_source": {"kind": backbone.weights.source, "detail": backbone.weights.detail},
         "metrics": {k: report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece")},
         "versions": _versions(),
@@ -352,10 +442,15 @@ def fit(data: str | Path, out: str | Path | None = None, overwrite: bool = False
         "skipped": [p for p, _ in splits.skipped],
         "lr": resolved["lr"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "features_computed": prep.feature_stats.computed,
+        "features_cached": prep.feature_stats.cached,
+        "feature_seconds": round(prep.feature_stats.seconds, 2),
+        "feature_images_per_second": round(prep.feature_stats.images_per_second, 1),
         "model_dir": str(out_dir / "model"),
     }
     if test_report is not None:
         summary["test_accuracy"], summary["test_macro_f1"] = test_report["accuracy"], test_report["macro_f1"]
+        summary["test_balanced_accuracy"] = test_report["balanced_accuracy"]
     _write_json(out_dir / "summary.json", summary)
     return Run(out_dir=out_dir, model=trained, summary=summary, config=resolved, history=history)
 
@@ -368,8 +463,9 @@ def find_lr(data: str | Path, steps: int = 60, **settings):
     from graftcv.training.gradient import build_module, make_loaders
     from graftcv.training.lr_find import find_lr as range_test
 
-    if settings.get("strategy") == "linear-probe":
-        raise GraftcvError("linear-probe has no learning rate: its head is fitted by scikit-learn.")
+    if settings.get("strategy") in FEATURE_HEAD_STRATEGIES:
+        how = "the class centroids of its features" if settings["strategy"] == "prototype" else "fitted by scikit-learn"
+        raise GraftcvError(f"{settings['strategy']} has no learning rate: its head is {how}.")
     prep = _prepare(data, settings)
     config, splits = prep.config, prep.splits
     phase = prep.phases[-1]

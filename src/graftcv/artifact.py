@@ -6,12 +6,14 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
 from graftcv.errors import GraftcvError
@@ -21,6 +23,9 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "graftcv.json"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}
+PICKLE_MAGIC = b"\x80"  # pickle protocol 2 and later open with PROTO
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's container, which holds a pickle
+MAX_SIDE = 4096  # pixels per side of the network input
 
 
 class Classifier(nn.Module):
@@ -53,46 +58,144 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
     if probe is not None:
         probe_tensors, meta["probe"] = probe.state()
         tensors.update(probe_tensors)
+    _recover_interrupted_save(directory)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         save_file(tensors, str(staging / WEIGHTS_FILE))
         meta["weights_sha256"] = sha256_file(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        for path in (staging / WEIGHTS_FILE, staging / META_FILE, staging):
+            _fsync(path)  # the new files are on disk before any rename makes them the model
         if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
+            old = _previous(directory)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(directory, old)
-            os.replace(staging, directory)
+            try:
+                os.replace(staging, directory)
+            except BaseException:
+                os.replace(old, directory)  # put the previous model back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, directory)
+        _fsync(directory.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
-def read_artifact(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata of an artifact, after checking it is ours, pickle-free and intact."""
-    directory = Path(directory).expanduser()
+def _previous(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.old")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a directory entry to disk (directories cannot be opened on Windows: skipped there)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _recover_interrupted_save(directory: Path) -> None:
+    """A process killed between the two renames of a save leaves only `.NAME.old`: that is the model."""
+    old = _previous(directory)
+    if not directory.exists() and (old / META_FILE).is_file() and (old / WEIGHTS_FILE).is_file():
+        os.replace(old, directory)
+
+
+def update_meta(directory: str | Path, **fields: object) -> dict:
+    """Add or replace top-level fields of graftcv.json, atomically (a temporary file, then a rename)."""
+    directory, meta = read_meta(directory)
+    meta.update(fields)
+    staging = directory / f".{META_FILE}.tmp"
+    staging.write_text(json.dumps(meta, indent=2, default=str))
+    _fsync(staging)
+    os.replace(staging, directory / META_FILE)
+    return meta
+
+
+def _refuse_pickle(path: Path, head: bytes = b"") -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES or head.startswith((PICKLE_MAGIC, ZIP_MAGIC)):
+        raise GraftcvError(
+            f"{path} is a pickle-based file, which can run code when loaded; graftcv loads only its own "
+            "artifacts (model.safetensors + graftcv.json)."
+        )
+
+
+def _is_safetensors(raw: bytes) -> bool:
+    """The format's own framing: an 8-byte little-endian header length, then that many bytes of JSON."""
+    if len(raw) < 10:
+        return False
+    (length,) = struct.unpack("<Q", raw[:8])
+    return 8 + length <= len(raw) and raw[8:9] == b"{"
+
+
+def read_meta(path: str | Path) -> tuple[Path, dict]:
+    """The artifact directory (a path to a file inside it is accepted) and its checked graftcv.json."""
+    directory = Path(path).expanduser()
     if directory.is_file():
-        if directory.suffix.lower() in PICKLE_SUFFIXES:
-            raise GraftcvError(
-                f"{directory} is a pickle-based file; graftcv loads only its own artifacts "
-                "(model.safetensors + graftcv.json), which cannot run code."
-            )
+        _refuse_pickle(directory)
         directory = directory.parent
-    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
-    if not meta_path.is_file() or not weights_path.is_file():
+    elif not directory.exists() and _previous(directory).is_dir():
+        raise GraftcvError(
+            f"{directory} is missing but {_previous(directory).name} beside it holds the model of an interrupted "
+            "save: rename it back, or save again."
+        )
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
         raise GraftcvError(f"{directory} is not a graftcv model: {META_FILE} and {WEIGHTS_FILE} are needed.")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise GraftcvError(f"{meta_path} is not valid JSON.") from None
-    expected = meta.get("weights_sha256")
-    if expected and sha256_file(weights_path) != expected:
+    problem = _meta_problem(meta)
+    if problem:
+        raise GraftcvError(f"{meta_path} is not a usable graftcv description: {problem}.")
+    return directory, meta
+
+
+def _meta_problem(meta: object) -> str | None:
+    if not isinstance(meta, dict):
+        return "it is not a JSON object"
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        return f"format version {version!r} is not one this graftcv reads (up to {FORMAT_VERSION})"
+    if not isinstance(meta.get("backbone"), str):
+        return "the backbone name is missing"
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        return "the class list is missing"
+    data_config = meta.get("data_config")
+    size = data_config.get("input_size") if isinstance(data_config, dict) else None
+    if not isinstance(size, list) or len(size) != 3 or not all(isinstance(v, int) and 0 < v <= MAX_SIDE for v in size):
+        return "the input size is missing or implausible"
+    if not isinstance(meta.get("weights_sha256"), str):
+        return "the SHA-256 of the weights is missing"
+    return None
+
+
+def read_artifact(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of an artifact, after checking it is ours, pickle-free and intact.
+
+    The weights are read into memory once, and that same copy is hashed and parsed: nothing can swap the
+    file between the check and the use."""
+    directory, meta = read_meta(directory)
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise GraftcvError(f"{directory} is not a graftcv model: {META_FILE} and {WEIGHTS_FILE} are needed.")
+    raw = weights_path.read_bytes()
+    if not _is_safetensors(raw):
+        _refuse_pickle(weights_path, raw[:4])
+    if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
         raise GraftcvError(f"{weights_path} does not match the checksum in {META_FILE}: it was altered or truncated.")
     try:
-        tensors = load_file(str(weights_path))
+        tensors = load_safetensors(raw)
     except Exception as error:  # safetensors raises its own error type for corrupt headers
         raise GraftcvError(f"{weights_path} is not a readable safetensors file ({error}).") from None
     return tensors, meta
@@ -101,8 +204,29 @@ def read_artifact(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]
 def build_classifier(tensors: dict[str, torch.Tensor], meta: dict) -> Classifier:
     """Rebuild the network from the architecture name in the metadata and the stored tensors."""
     probe = meta.get("kind") == "probe"
-    backbone = timm.create_model(meta["backbone"], pretrained=False, num_classes=0 if probe else len(meta["classes"]))
+    try:
+        backbone = timm.create_model(
+            meta["backbone"], pretrained=False, num_classes=0 if probe else len(meta["classes"])
+        )
+    except RuntimeError:  # timm's "Unknown model"
+        raise GraftcvError(f"The artifact's backbone {meta['backbone']!r} is not a timm model.") from None
     state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    backbone.load_state_dict(state)
-    head = TensorHead.from_state(tensors, meta["probe"]) if probe else None
+    try:
+        backbone.load_state_dict(state)
+        head = TensorHead.from_state(tensors, meta["probe"]) if probe else None
+        _check_trees(head.ops if head is not None else [])
+    except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as error:
+        raise GraftcvError(f"The artifact's tensors do not fit a {meta['backbone']} ({str(error)[:200]}).") from None
     return Classifier(backbone, head).eval()
+
+
+def _check_trees(ops: list[dict]) -> None:
+    """Every child index of a stored tree must point further down the node array (as scikit-learn writes
+    them): a cycle would make tree evaluation loop for ever."""
+    for op in ops:
+        if op.get("op") != "trees":
+            continue
+        nodes = torch.arange(op["left"].shape[1])
+        for children in (op["left"], op["right"]):
+            if not bool(((children == -1) | (children > nodes)).all()) or bool((children >= len(nodes)).any()):
+                raise GraftcvError("The artifact's probe holds malformed decision trees (a child index points back).")

@@ -21,7 +21,10 @@ out = Console()
 err = Console(stderr=True)
 
 Strategy = Annotated[
-    str, typer.Option(help="linear-probe | head | partial | full | progressive | finetune", rich_help_panel="Strategy")
+    str,
+    typer.Option(
+        help="linear-probe | prototype | head | partial | full | progressive | finetune", rich_help_panel="Strategy"
+    ),
 ]
 
 
@@ -48,7 +51,10 @@ def _print_run(summary: dict, out_dir: Path) -> None:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="ROOT/CLASS/*, ROOT/{train,val[,test]}/CLASS/*, or a path,label CSV")],
+    data: Annotated[
+        Path | None,
+        typer.Argument(help="ROOT/CLASS/*, ROOT/{train,val[,test]}/CLASS/*, or a path,label CSV"),
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Run directory (default runs/<data>-<strategy>-<time>)")
     ] = None,
@@ -110,6 +116,10 @@ def train(
     overwrite: Annotated[
         bool, typer.Option(help="Replace a finished run in --out", rich_help_panel="Execution")
     ] = False,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue the unfinished run in this dir, as recorded", rich_help_panel="Execution"),
+    ] = None,
 ) -> None:
     """Train a classifier on a folder of labelled images and save it with its metrics."""
     import graftcv
@@ -153,12 +163,83 @@ def train(
         precision=precision,
         cache=cache,
     )
-    run = graftcv.fit(data, out=out_dir, overwrite=overwrite, **settings)
+    if resume is not None:
+        run = graftcv.fit(data, out=resume, resume=True)
+    else:
+        run = graftcv.fit(data, out=out_dir, overwrite=overwrite, **settings)
     _print_run(run.summary, run.out_dir)
+    _write_report(run.out_dir)
 
 
 def _devices(text: str) -> str | int:
     return int(text) if text.isdigit() else text
+
+
+@app.command()
+def compare(
+    data: Annotated[Path, typer.Argument(help="Labelled images; train/val/test folders are pooled")],
+    strategies: Annotated[
+        str, typer.Option(help="Comma-separated strategies, plus 'scratch' (random init, its own recipe)")
+    ] = "prototype,linear-probe,finetune,scratch",
+    folds: Annotated[int | None, typer.Option(help="Stratified k-fold CV (default 5)")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Repeated stratified splits instead of folds")] = None,
+    shots: Annotated[str | None, typer.Option(help="Training images per class, e.g. 1,2,4,8,16,all")] = None,
+    budget: Annotated[str | None, typer.Option(help="e.g. 30m: launch no run after this")] = None,
+    tune: Annotated[str | None, typer.Option(help="Nested-CV choice of lr,epochs,unfreeze")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Default runs/compare-<data>-<time>")] = None,
+    model: Annotated[str, typer.Option(help="Any timm model name")] = "tf_efficientnet_lite0",
+    weights: Annotated[Path | None, typer.Option(help="Pretrained weights file for the transfer strategies")] = None,
+    pretrained: Annotated[bool, typer.Option(help="--no-pretrained: random init everywhere (smoke tests)")] = True,
+    size: Annotated[int | None, typer.Option(help="Input size in pixels")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of the transfer strategies' main phase")] = None,
+    scratch_epochs: Annotated[int, typer.Option(help="Epochs of the from-scratch recipe")] = 30,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    workers: Annotated[int | None, typer.Option(help="Decoding workers")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Validation share of each training part")] = 0.2,
+    test_fraction: Annotated[float, typer.Option(help="--repeats: held-out share")] = 0.2,
+    seed: Annotated[int, typer.Option()] = 0,
+    keep_models: Annotated[bool, typer.Option(help="Keep every run's model directory")] = False,
+    resume: Annotated[bool, typer.Option(help="Reuse the finished runs in --out")] = False,
+) -> None:
+    """Compare strategies (and training from scratch) under one protocol: CV, shots, 95% CIs, plots."""
+    from graftcv.compare import compare as run_compare
+    from graftcv.compare import headline
+    from graftcv.compare_report import TABLE_METRICS, cell_text, missing_text
+
+    comparison = run_compare(
+        data,
+        strategies=strategies,
+        folds=folds,
+        repeats=repeats,
+        shots=shots,
+        budget=budget,
+        tune=tune,
+        out=out_dir,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        scratch_epochs=scratch_epochs,
+        keep_models=keep_models,
+        resume=resume,
+        model=model,
+        weights=str(weights) if weights else None,
+        pretrained=pretrained,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        num_workers=workers,
+    )
+    table = Table("strategy", "shots", "n", *TABLE_METRICS.values(), title="mean ± std [95% CI] over splits")
+    for entry in comparison.table:
+        cells = [cell_text(entry, metric) for metric in TABLE_METRICS]
+        table.add_row(entry["strategy"], entry["shots"], str(entry["n"]), *cells)
+    out.print(table)
+    out.print(f"[bold]{headline(comparison.verdicts)}[/]")
+    for verdict in comparison.verdicts:
+        out.print(("[bold red]" if verdict["kind"] == "negative-transfer" else "") + verdict["sentence"])
+    if comparison.missing:
+        out.print(f"[yellow]{missing_text(comparison.missing)}[/]")
+    out.print(f"wrote {comparison.out_dir}: {', '.join(p.name for p in comparison.files.values())}")
 
 
 @app.command()
@@ -174,6 +255,7 @@ def demo(
     out.print(f"demo data: {data} (ants vs bees, {sum(1 for p in data.rglob('*.jpg'))} images)")
     run = graftcv.fit(data, out=out_dir, overwrite=True, strategy=strategy, epochs=epochs)
     _print_run(run.summary, run.out_dir)
+    _write_report(run.out_dir)
 
 
 @app.command()
@@ -238,6 +320,99 @@ def models() -> None:
         )
     out.print(table)
     out.print("Any other timm model name works too: `timm.list_models()`; weights come from --weights FILE offline.")
+
+
+def _write_report(run_dir: Path) -> None:
+    """The run's report.html; a failure is only a warning, since the trained model is already saved."""
+    from graftcv.report import build_report
+
+    try:
+        out.print(f"report: [bold]{build_report(run_dir)}[/]")
+    except Exception as error:  # a drawing problem must never cost the user a finished run
+        logging.getLogger("graftcv").warning("No report.html (%s); `graftcv report %s` retries.", error, run_dir)
+
+
+def _spread(paths: list, limit: int | None) -> list:
+    """At most `limit` items, evenly spaced over the list so that every class folder is represented."""
+    if not limit or limit >= len(paths):
+        return paths
+    return [paths[round(i * (len(paths) - 1) / max(limit - 1, 1))] for i in range(limit)]
+
+
+def _png_name(name: str, used: set[str]) -> str:
+    """IMAGE.png, or FOLDER-IMAGE.png when another folder already gave that name."""
+    path = Path(name)
+    candidates = [f"{path.stem}.png", f"{path.parent.name}-{path.stem}.png"]
+    candidates += [f"{path.parent.name}-{path.stem}-{n}.png" for n in range(2, len(used) + 3)]
+    chosen = next(c for c in candidates if c not in used)
+    used.add(chosen)
+    return chosen
+
+
+def _print_cam_scores(scores: dict) -> None:
+    keys = [("road_combined", "ROAD↑"), ("road_morf", "MoRF↓"), ("road_lerf", "LeRF↑")]
+    keys += [("confidence_drop", "drop↓"), ("confidence_increase", "incr↑")]
+    keys += [("pointing_hit", "point↑"), ("energy_inside", "energy↑"), ("iou", "IoU↑")]
+    keys = [(k, label) for k, label in keys if scores["overall"].get(k) is not None]
+    title = f"{scores['method']} on {scores['layer']}"
+    table = Table("class (CAM of)", "n", *[label for _, label in keys], title=title)
+    for name, row in [*scores["per_class"].items(), ("overall", scores["overall"])]:
+        style = "bold" if name == "overall" else None
+        table.add_row(name, str(row["n"]), *[f"{row[k]:.3f}" for k, _ in keys], style=style)
+        table.add_row("  random CAM", "", *[f"{row[f'random_{k}']:.3f}" for k, _ in keys], style="dim")
+    out.print(table)
+    out.print(
+        "ROAD: change in the class probability when the most (MoRF) or least (LeRF) relevant pixels are imputed, "
+        "combined = (LeRF − MoRF)/2; drop/incr: after multiplying the image by its CAM; point, energy, IoU: "
+        "localization against the annotations. A CAM is informative where it beats the random CAM."
+    )
+
+
+@app.command()
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model directory")],
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (CLASS folders give true labels)")],
+    method: Annotated[
+        str, typer.Option(help="gradcam|gradcam++|hirescam|xgradcam|layercam|eigencam|scorecam|ablationcam")
+    ] = "gradcam",
+    target: Annotated[str, typer.Option(help="The class the map explains: pred | true | a class name")] = "pred",
+    layer: Annotated[str | None, typer.Option(help="Target module name (default: the last feature map)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the PNGs and cam_scores.json go")] = Path("explain"),
+    score: Annotated[bool, typer.Option("--score", help="Measure CAM quality against a random CAM")] = False,
+    masks: Annotated[Path | None, typer.Option(help="Folder of binary object masks named like the images")] = None,
+    boxes: Annotated[Path | None, typer.Option(help="CSV of object boxes: path,x0,y0,x1,y1")] = None,
+    limit: Annotated[int | None, typer.Option(help="Explain at most N images, spread over the list")] = None,
+) -> None:
+    """Class activation maps: one PNG per image (image | heat map | overlay); --score measures their quality."""
+    import graftcv
+    from graftcv.data.discovery import list_images
+    from graftcv.explain.render import render_cam
+
+    model = graftcv.load(model_dir)
+    paths, _ = list_images([str(p) for p in images])
+    results = model.explain([str(p) for p in _spread(paths, limit)], method=method, target=target, layer=layer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table, used = Table("image", "predicted", "CAM of", "png"), set()
+    for result in results:
+        png = render_cam(result, out_dir / _png_name(result.name, used))
+        table.add_row(Path(result.name).name, f"{result.predicted} {result.probability:.3f}", result.target, str(png))
+    out.print(table if len(results) <= 50 else f"wrote {len(results)} PNGs to {out_dir}")
+    if score or masks or boxes:
+        scores = model.score_explanations(results, masks=masks, boxes=boxes)
+        _print_cam_scores(scores)
+        (out_dir / "cam_scores.json").write_text(json.dumps(scores, indent=2))
+        out.print(f"wrote {out_dir / 'cam_scores.json'}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by graftcv train")],
+    cams: Annotated[bool, typer.Option(help="--no-cams: skip the CAM galleries (no model needed)")] = True,
+) -> None:
+    """Rebuild RUN_DIR/report.html: summary, learning curves, confusion matrix, per-class metrics, CAM galleries."""
+    from graftcv.report import build_report
+
+    out.print(f"report: [bold]{build_report(run_dir, cams=cams)}[/]")
 
 
 @app.command("lr-find")

@@ -1,11 +1,14 @@
-"""Frozen-backbone features: pooled embeddings streamed to a memory-mapped file and cached on disk."""
+"""Frozen-backbone features: pooled embeddings streamed to memory-mapped files and cached per image on disk."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +23,70 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GRAFTCV_CACHE", Path.home() / ".cache" / "graftcv")) / "features"
 
 
-def cache_key(paths: Sequence[Path], model_id: dict, data_config: dict) -> str:
-    """Changes when any file (path, size, mtime), the backbone, its weights or the preprocessing changes."""
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"model": model_id, "data": data_config}, sort_keys=True, default=str).encode())
-    for path in paths:
-        stat = Path(path).stat()
-        digest.update(f"{Path(path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:32]
+def space_key(model_id: dict, data_config: dict) -> str:
+    """One cache folder per backbone, weights and preprocessing: a new size or backbone never hits."""
+    text = json.dumps({"model": model_id, "data": data_config}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def file_identity(path: Path) -> str:
+    """A file as the cache knows it: where it is, how long it is, when it last changed."""
+    stat = path.stat()
+    return f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+
+
+@dataclass
+class FeatureStats:
+    """What the last extraction did: images computed and read from the cache, and its speed."""
+
+    computed: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds else 0.0
+
+
+class FeatureStore:
+    """Per-image cache for one feature space: shards of rows (`<id>.npy`) with their file identities (`<id>.json`).
+
+    Any later request, whether the same images, a subset (a fold, a few shots) or a superset, reads the rows
+    it finds and computes only the rest. Shards are written to a temporary name and renamed, and their index
+    last, so a crash or a concurrent run never leaves a half shard that others would read.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.index: dict[str, tuple[str, int]] = {}
+        if directory.is_dir():
+            for meta in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns):
+                try:
+                    identities = json.loads(meta.read_text())["files"]
+                except (OSError, ValueError, KeyError):
+                    continue  # a foreign or damaged index: its rows are simply recomputed
+                self.index.update({identity: (meta.stem, row) for row, identity in enumerate(identities)})
+
+    def lookup(self, identities: list[str]) -> list[tuple[str, int] | None]:
+        return [self.index.get(identity) for identity in identities]
+
+    def shard(self, shard_id: str) -> np.ndarray:
+        return np.load(self.directory / f"{shard_id}.npy", mmap_mode="r")
+
+    def new_shard(self, rows: int, dim: int) -> tuple[str, np.memmap, Path]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        shard_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        partial = self.directory / f".{shard_id}.partial.npy"
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(rows, dim))
+        return shard_id, out, partial
+
+    def commit(self, shard_id: str, partial: Path, identities: list[str], meta: dict) -> None:
+        os.replace(partial, self.directory / f"{shard_id}.npy")
+        index = self.directory / f"{shard_id}.json"
+        staging = index.with_name(f".{shard_id}.json.partial")
+        staging.write_text(json.dumps({**meta, "files": identities}, default=str))
+        os.replace(staging, index)
+        self.index.update({identity: (shard_id, row) for row, identity in enumerate(identities)})
 
 
 @torch.inference_mode()
@@ -36,36 +95,21 @@ def pooled_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(images), pre_logits=True)
 
 
-def extract_features(
+def _compute_into(
+    out: np.ndarray,
     model: nn.Module,
     paths: Sequence[Path],
     data_config: dict,
-    model_id: dict,
-    batch_size: int = 64,
-    num_workers: int | None = None,
-    cache_dir: Path | None = None,
-    use_cache: bool = True,
-    progress: bool = True,
-    description: str = "features",
-) -> np.ndarray:
-    """Pooled features of every image, shape (n, model.num_features), float32.
-
-    Rows stream into a memory-mapped .npy, so memory does not grow with the number of images; a
-    finished file is reused by any later call with the same files, backbone and preprocessing.
-    """
-    cache_dir = cache_dir or default_cache_dir()
-    key = cache_key(paths, model_id, data_config)
-    target = cache_dir / f"{key}.npy"
-    if use_cache and target.exists():
-        return np.load(target, mmap_mode="r")
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_dir / f"{key}.{os.getpid()}.partial.npy"
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(paths), model.num_features))
+    batch_size: int,
+    num_workers: int | None,
+    progress: bool,
+    description: str,
+) -> None:
+    """Stream the pooled features of `paths` into `out` row by row (eval mode, channels_last, no autograd)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    model.to(memory_format=torch.channels_last)  # 2–3x faster convolutions on CPUs
+    model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPUs
     input_size = data_config["input_size"][-1]
     dataset = ImageDataset(paths, None, build_transform(data_config), draft_size=input_size)
     loader = make_loader(dataset, batch_size=batch_size, num_workers=num_workers)
@@ -79,15 +123,66 @@ def extract_features(
                 out[start : start + len(batch)] = batch
                 start += len(batch)
                 bar.advance(task, len(batch))
-        out.flush()
-        del out
-        os.replace(partial, target)
     finally:
-        partial.unlink(missing_ok=True)
         model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
-    (cache_dir / f"{key}.json").write_text(json.dumps({"model": model_id, "n": len(paths)}, default=str))
-    return np.load(target, mmap_mode="r")
+
+
+def extract_features(
+    model: nn.Module,
+    paths: Sequence[Path],
+    data_config: dict,
+    model_id: dict,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    cache_dir: Path | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+    description: str = "features",
+    stats: FeatureStats | None = None,
+) -> np.ndarray:
+    """Pooled features of every image, shape (n, model.num_features), float32.
+
+    New rows stream into a memory-mapped shard, so memory does not grow with the number of images; every
+    image already seen with the same backbone, weights and preprocessing (and unchanged on disk) is read
+    from the cache instead of recomputed. `stats`, when given, receives what was computed and how fast.
+    """
+    stats = stats if stats is not None else FeatureStats()
+    paths = [Path(p) for p in paths]
+    store = FeatureStore((cache_dir or default_cache_dir()) / space_key(model_id, data_config))
+    identities = [file_identity(p) for p in paths]
+    found = store.lookup(identities) if use_cache else [None] * len(paths)
+    missing = [i for i, hit in enumerate(found) if hit is None]
+    stats.computed, stats.cached = len(missing), len(paths) - len(missing)
+
+    if missing:
+        started = time.perf_counter()
+        shard_id, out, partial = store.new_shard(len(missing), model.num_features)
+        try:
+            _compute_into(
+                out, model, [paths[i] for i in missing], data_config, batch_size, num_workers, progress, description
+            )
+            out.flush()
+            del out
+            store.commit(shard_id, partial, [identities[i] for i in missing], {"model": model_id})
+        finally:
+            partial.unlink(missing_ok=True)
+        stats.seconds = time.perf_counter() - started
+        found = store.lookup(identities)
+
+    shards = {shard_id for shard_id, _ in found}
+    if len(shards) == 1:  # the usual case, a rerun on the same images: hand out the memory map itself
+        shard = store.shard(shards.pop())
+        rows = [row for _, row in found]
+        if rows == list(range(len(shard))):
+            return shard
+        return np.asarray(shard[rows])
+    features = np.empty((len(paths), model.num_features), dtype=np.float32)
+    for shard_id in shards:
+        shard = store.shard(shard_id)
+        positions = [i for i, (s, _) in enumerate(found) if s == shard_id]
+        features[positions] = shard[[found[i][1] for i in positions]]
+    return features
 
 
 def model_fingerprint(model: nn.Module, exclude: set[str] = frozenset()) -> str:

@@ -78,7 +78,11 @@ STRATEGIES = {
     "full": full,
     "progressive": progressive,
     "finetune": finetune,
+    "prototype": linear_probe,  # no gradient phase either: nearest class centroid on the features
 }
+
+# Strategies fitted in closed form on cached features of the frozen backbone, with no gradient phase.
+FEATURE_HEAD_STRATEGIES = ("linear-probe", "prototype")
 
 # Per-strategy defaults: (epochs, lr). Frozen-backbone heads take larger steps than whole networks.
 DEFAULTS = {
@@ -88,6 +92,7 @@ DEFAULTS = {
     "full": (8, 3e-4),
     "progressive": (8, 1e-3),
     "finetune": (5, 3e-4),
+    "prototype": (0, 0.0),
 }
 
 

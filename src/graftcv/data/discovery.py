@@ -204,12 +204,14 @@ def discover(
     if len(counts) < 2:
         only = next(iter(counts))
         raise GraftcvError(f"Only one class ({only!r}) found in {train_src}: at least two are needed.")
-    too_small = [name for name, n in counts.items() if n < 2]
+    # A stratified validation split needs 2 images of a class (one each side). With the validation set
+    # given explicitly, a single training image per class is legitimate: one-shot learning.
+    too_small = [name for name, n in counts.items() if n < 2] if val_src is None else []
     if too_small:
         raise GraftcvError(
             f"Class {too_small[0]!r} has fewer than 2 training images"
             + (f" (and {len(too_small) - 1} more classes)" if len(too_small) > 1 else "")
-            + "."
+            + " to split off a validation image: give the validation set with --val to train on one per class."
         )
     classes = sorted(counts)
 

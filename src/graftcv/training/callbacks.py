@@ -38,6 +38,19 @@ class BestWeights(L.Callback):
         if self.state is not None:
             module.model.load_state_dict(self.state)
 
+    def state_dict(self) -> dict:
+        return {
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "state": self.state,
+            "val_probs": self.val_probs,
+            "val_targets": self.val_targets,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_loss, self.best_epoch = state["best_loss"], state["best_epoch"]
+        self.state, self.val_probs, self.val_targets = state["state"], state["val_probs"], state["val_targets"]
+
 
 class EpochLog(L.Callback):
     """One dict per epoch: phase, epoch, losses, accuracy, the head's learning rate as the epoch began,
@@ -74,3 +87,9 @@ class EpochLog(L.Callback):
                 f"{row['seconds']:.1f}s",
                 soft_wrap=True,
             )
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state["rows"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,8 +18,11 @@ from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
 from graftcv.strategies import Phase
 from graftcv.training.callbacks import BestWeights
+from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import OptimSettings, TransferModule
 from graftcv.training.runner import run_phase
+
+PROGRESS = "progress.safetensors"  # the phases finished so far, their history and the weights after them
 
 
 @dataclass
@@ -102,18 +107,34 @@ def train_phases(
     config: TrainConfig,
     data_config: dict,
     cached: tuple[np.ndarray, np.ndarray] | None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
 ) -> GradientOutcome:
     """Train `model` in place through every phase; it ends holding the weights of the best validation
-    epoch of the whole run (by loss), whichever phase that was in."""
+    epoch of the whole run (by loss), whichever phase that was in.
+
+    With `checkpoints`, image phases save their state after every epoch and each finished phase is
+    recorded, so `resume` continues a killed run from its last epoch; the folder is removed at the end.
+    """
     y_train = np.array(splits.train.targets(splits.classes))
     module = build_module(model, config, y_train, len(splits.classes))
     budget = parse_duration(config.max_time)
     started = time.perf_counter()
     history: list[dict] = []
-    val_probs, best_epoch, lr_found = None, 0, None
+    val_probs, best_epoch, lr_found, done = None, 0, None, 0
     best = BestWeights()
+    if resume and checkpoints is not None and (checkpoints / PROGRESS).is_file():
+        saved = load_state(checkpoints / PROGRESS)
+        done, history, lr_found = saved["phases_done"], saved["history"], saved["lr_found"]
+        model.load_state_dict(saved["model"])
+        best.load_state_dict(saved["best"])
+        started -= saved["seconds"]
+        if best.val_probs is not None:
+            val_probs, best_epoch = best.val_probs.numpy(), best.best_epoch
     trainer_options = {"devices": config.devices, "accelerator": config.accelerator, "precision": config.precision}
     for index, phase in enumerate(phases):
+        if index < done:
+            continue
         left = None
         if budget is not None:
             left = budget - timedelta(seconds=time.perf_counter() - started)
@@ -122,10 +143,13 @@ def train_phases(
             left = max(left, timedelta(seconds=1))
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
         if config.lr == "auto" and index == len(phases) - 1:
-            from graftcv.training.lr_find import find_lr
+            if lr_found is None:
+                from graftcv.training.lr_find import find_lr
 
-            lr_found = find_lr(module, phase, train_loader, **trainer_options).suggestion
+                lr_found = find_lr(module, phase, train_loader, **trainer_options).suggestion
             phase = Phase(**{**phase.__dict__, "lr": lr_found})
+        # phases on cached features take seconds: they rerun rather than checkpoint every epoch
+        checkpoint = checkpoints / f"phase{index}-last.ckpt" if checkpoints and not phase.on_features else None
         result = run_phase(
             module,
             phase,
@@ -137,9 +161,25 @@ def train_phases(
             started=started,
             progress=config.progress,
             best=best,
+            checkpoint=checkpoint,
+            resume=resume,
             **trainer_options,
         )
         history.extend(result.history)
         if result.val_probs is not None:
             val_probs, best_epoch = result.val_probs, result.best_epoch
+        if checkpoints is not None:
+            progress = {
+                "phases_done": index + 1,
+                "history": history,
+                "lr_found": lr_found,
+                "seconds": time.perf_counter() - started,
+                "model": model.state_dict(),
+                "best": best.state_dict(),
+            }
+            save_state(progress, checkpoints / PROGRESS)
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
+    if checkpoints is not None:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return GradientOutcome(history, val_probs, len(history), best_epoch, lr_found)

@@ -10,16 +10,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from torch.utils.data import DataLoader
 
 from graftcv.errors import GraftcvError
 from graftcv.strategies import Phase
 from graftcv.training.callbacks import BestWeights, EpochLog
+from graftcv.training.checkpoint import SafetensorsCheckpointIO
 from graftcv.training.module import TransferModule
 
 
@@ -55,6 +57,7 @@ def quiet_lightning() -> Iterator[None]:
             ".*Trainer.fit. stopped.*",
             ".*no `val_dataloader`.*",
             ".*smaller than the logging interval.*",
+            ".*Checkpoint directory .* exists and is not empty.*",  # it also holds progress.safetensors
         ):
             warnings.filterwarnings("ignore", message=message)
         try:
@@ -71,29 +74,40 @@ def make_trainer(
     precision: str = "32-true",
     max_time: timedelta | None = None,
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> L.Trainer:
+    """A quiet Trainer; with `checkpoint`, the state after every epoch goes to that file (pickle-free)."""
     bar = progress and sys.stderr.isatty()
+    if checkpoint is not None:
+        callbacks = [
+            *callbacks,
+            ModelCheckpoint(
+                dirpath=checkpoint.parent,
+                filename=checkpoint.stem,
+                save_top_k=1,
+                monitor=None,
+                save_on_train_epoch_end=True,  # after EpochLog has recorded the epoch
+                enable_version_counter=False,
+            ),
+        ]
     try:
-        return _trainer(max_epochs, callbacks, devices, accelerator, precision, max_time, bar)
+        return L.Trainer(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            precision=precision,
+            max_time=max_time,
+            logger=False,
+            enable_checkpointing=checkpoint is not None,
+            plugins=[SafetensorsCheckpointIO()] if checkpoint is not None else None,
+            enable_model_summary=False,
+            enable_progress_bar=bar,
+            callbacks=[*callbacks, *([RichProgressBar(leave=True)] if bar else [])],
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+        )
     except (MisconfigurationException, ValueError) as error:  # bad --devices/--accelerator/--precision
         raise GraftcvError(f"Cannot set up training: {str(error).splitlines()[0]}") from None
-
-
-def _trainer(max_epochs, callbacks, devices, accelerator, precision, max_time, bar: bool) -> L.Trainer:
-    return L.Trainer(
-        max_epochs=max_epochs,
-        accelerator=accelerator,
-        devices=devices,
-        precision=precision,
-        max_time=max_time,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=bar,
-        callbacks=[*callbacks, *([RichProgressBar(leave=True)] if bar else [])],
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-    )
 
 
 def run_phase(
@@ -110,9 +124,14 @@ def run_phase(
     started: float | None = None,
     progress: bool = True,
     best: BestWeights | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> PhaseResult:
     """Train `module` under `phase`; the weights of the best validation epoch so far (this phase or,
-    when `best` is carried over, an earlier one) are in the model when it returns."""
+    when `best` is carried over, an earlier one) are in the model when it returns.
+
+    With `checkpoint`, every epoch's state is saved there; `resume` continues from it when it exists.
+    """
     module.start_phase(phase)
     best = best or BestWeights()
     best.epoch_offset = epoch_offset
@@ -120,8 +139,11 @@ def run_phase(
     stopper = EarlyStopping("val_loss", patience=patience, mode="min")
     phase_start = time.perf_counter()
     with quiet_lightning():
-        trainer = make_trainer(phase.epochs, [best, log, stopper], devices, accelerator, precision, max_time, progress)
-        trainer.fit(module, train_loader, val_loader)
+        trainer = make_trainer(
+            phase.epochs, [best, log, stopper], devices, accelerator, precision, max_time, progress, checkpoint
+        )
+        ckpt_path = checkpoint if resume and checkpoint is not None and checkpoint.is_file() else None
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
     return PhaseResult(
         name=phase.name,
         epochs_run=len(log.rows),

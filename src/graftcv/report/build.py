@@ -1,0 +1,142 @@
+"""`build_report(run_dir)`: one self-contained report.html from a run directory's files (and its model, for CAMs)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from graftcv.errors import GraftcvError
+from graftcv.report.figures import confusion_heatmap, learning_curves
+from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
+from graftcv.report.run_files import read_csv, read_json
+
+log = logging.getLogger("graftcv")
+CAM_METHOD = "gradcam"
+# Settings shown elsewhere on the page, or too long for the settings table.
+HIDDEN_SETTINGS = {"data_summary", "phases", "data_config", "weights_source", "data", "out", "progress"}
+HEADLINE = [
+    ("val_accuracy", "validation accuracy"),
+    ("val_balanced_accuracy", "balanced accuracy"),
+    ("val_macro_f1", "macro F1"),
+    ("val_log_loss", "log loss"),
+    ("val_ece", "calibration error (ECE)"),
+    ("test_accuracy", "test accuracy"),
+]
+
+
+def _counts_table(data_summary: dict, summary: dict) -> list[dict]:
+    classes = data_summary.get("classes") or summary.get("classes") or []
+    train = data_summary.get("train_counts") or summary.get("train_counts") or {}
+    val = data_summary.get("val_counts") or {}
+    test = data_summary.get("test_counts") or {}
+    return [{"name": c, "train": train.get(c, 0), "val": val.get(c, 0), "test": test.get(c, 0)} for c in classes]
+
+
+def _settings(config: dict) -> list[tuple[str, str]]:
+    rows = [(k, v) for k, v in config.items() if k not in HIDDEN_SETTINGS and not isinstance(v, dict | list)]
+    data_config = config.get("data_config") or {}
+    if data_config.get("input_size"):
+        rows.append(("input size", "×".join(str(v) for v in data_config["input_size"][1:])))
+    return [(k, "—" if v is None else str(v)) for k, v in rows]
+
+
+def _evaluation(metrics: dict | None, classes: list[str]) -> dict | None:
+    if not metrics:
+        return None
+    matrix = metrics.get("confusion_matrix")
+    return {
+        "per_class": metrics.get("per_class", []),
+        "most_confused": metrics.get("most_confused", [])[:10],
+        "heatmap": confusion_heatmap(matrix, classes) if matrix and classes else None,
+        "accuracy": metrics.get("accuracy"),
+        "n": metrics.get("n"),
+    }
+
+
+def _galleries(run_dir: Path, classes: list[str], notes: list[str]) -> dict:
+    """CAM overlays of the worst validation mistakes and of each class's clearest examples (or notes why not)."""
+    predictions = read_csv(run_dir / "val_predictions.csv")
+    if predictions is None:
+        notes.append("No CAM galleries: val_predictions.csv is missing (a run from an older graftcv?).")
+        return {}
+    model_dir = run_dir / "model"
+    try:
+        import graftcv
+
+        model = graftcv.load(model_dir)
+    except GraftcvError as error:
+        notes.append(f"No CAM galleries: the model could not be loaded ({error})")
+        return {}
+    missing = sum(1 for r in predictions if not Path(r["path"]).is_file())
+    if missing:
+        notes.append(f"{missing} of {len(predictions)} validation images are no longer on disk; they are not shown.")
+    examples, left_out = class_examples(predictions, classes)
+    if left_out:
+        notes.append(f"CAMs are shown for the first {len(examples)} classes only ({left_out} more not shown).")
+    try:
+        return {
+            "mistakes": cam_items(model, worst_mistakes(predictions), "pred", CAM_METHOD),
+            "per_class": {name: cam_items(model, rows, "true", CAM_METHOD) for name, rows in examples.items()},
+        }
+    except GraftcvError as error:
+        notes.append(f"No CAM galleries: {error}")
+        return {}
+
+
+def build_report(run_dir: str | Path, cams: bool = True) -> Path:
+    """Write RUN_DIR/report.html (images inline, no network access needed to view it) and return its path."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir).expanduser()
+    config = read_json(run_dir / "config.json")
+    summary = read_json(run_dir / "summary.json")
+    if config is None and summary is None:
+        raise GraftcvError(f"{run_dir} is not a graftcv run directory: config.json and summary.json are missing.")
+    config, summary = config or {}, summary or {}
+    notes: list[str] = []
+    if not summary:
+        notes.append("summary.json is missing: the run did not finish; only its settings are shown.")
+    data_summary = config.get("data_summary") or {}
+    classes = data_summary.get("classes") or summary.get("classes") or []
+    history = read_csv(run_dir / "metrics.csv") or []
+    if not history:
+        notes.append("No per-epoch history: this strategy fits its head without epochs, or metrics.csv is missing.")
+    val = _evaluation(read_json(run_dir / "val_metrics.json"), classes)
+    if val is None:
+        notes.append("val_metrics.json is missing: no confusion matrix or per-class metrics.")
+    galleries = _galleries(run_dir, classes, notes) if cams and classes else {}
+    weights = config.get("weights_source") or {}
+    context = {
+        "title": run_dir.resolve().name,
+        "run_dir": str(run_dir.resolve()),
+        "model": summary.get("model") or config.get("model"),
+        "strategy": summary.get("strategy") or config.get("strategy"),
+        "weights": weights.get("detail") or weights.get("kind") or summary.get("weights_source"),
+        "headline": [(label, summary[key]) for key, label in HEADLINE if isinstance(summary.get(key), int | float)],
+        "summary": summary,
+        "data": data_summary,
+        "counts": _counts_table(data_summary, summary),
+        "skipped": (data_summary.get("skipped") or [])[:20],
+        "settings": _settings(config),
+        "phases": config.get("phases") or [],
+        "curves": learning_curves(history) if history else None,
+        "val": val,
+        "test": _evaluation(read_json(run_dir / "test_metrics.json"), classes),
+        "galleries": galleries,
+        "cam_method": CAM_METHOD,
+        "notes": notes,
+        "generated": datetime.now().isoformat(timespec="seconds"),
+    }
+    environment = Environment(
+        loader=PackageLoader("graftcv.report", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
+    page = environment.get_template("report.html.j2").render(**context)
+    path = run_dir / "report.html"
+    temporary = path.with_suffix(".html.tmp")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(path)
+    log.debug("report for %s in %.1fs", run_dir, time.perf_counter() - started)
+    return path

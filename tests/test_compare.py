@@ -1,0 +1,280 @@
+"""`compare`: the protocol (folds, repeats, shots), nested tuning without leaks, statistics, verdicts, files, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from graftcv import GraftcvError
+from graftcv.cli import app
+from graftcv.compare import (
+    build_splits,
+    compare,
+    headline,
+    parse_shots,
+    summarize,
+    transfer_verdicts,
+    tuning_grid,
+)
+
+LABELS = ["a"] * 12 + ["b"] * 10 + ["c"] * 9
+
+
+def _read(path: str | Path | None) -> list[str]:
+    if path is None:
+        return []
+    with Path(path).open(newline="") as handle:
+        return [row[0] for row in list(csv.reader(handle))[1:]]
+
+
+class SpyFit:
+    """Stands in for `graftcv.fit`: records the images of every call and returns made-up, deterministic scores
+    (validation accuracy depends on the candidate's lr/epochs, so nested tuning has something to choose)."""
+
+    def __init__(self, sleep: float = 0.0) -> None:
+        self.calls: list[dict] = []
+        self.evaluated: list[dict] = []
+        self.sleep = sleep
+
+    def __call__(self, data, out=None, overwrite=False, **settings):
+        time.sleep(self.sleep)
+        call = {
+            "out": Path(out),
+            "train": _read(data),
+            "val": _read(settings.get("val")),
+            "test": _read(settings.get("test")),
+            "settings": settings,
+        }
+        self.calls.append(call)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        lr = float(settings.get("lr") or 1e-3)
+        val_acc = round(0.5 + 0.1 * math.log10(lr * 1e4) + 0.01 * (settings.get("epochs") or 1), 4)
+        summary = {"val_accuracy": val_acc, "train_seconds": 1.0, "epochs": 2}
+        if settings.get("test"):
+            summary |= {"test_accuracy": 0.8, "test_balanced_accuracy": 0.75, "test_macro_f1": 0.7}
+        history = [
+            {"phase": "x", "epoch": 1, "val_acc": val_acc / 2, "seconds": 0.5},
+            {"phase": "x", "epoch": 2, "val_acc": val_acc, "seconds": 1.0},
+        ]
+        model = SimpleNamespace(evaluate=lambda test_csv: self._evaluate(out, test_csv))
+        return SimpleNamespace(out_dir=Path(out), summary=summary, history=history, model=model)
+
+    def _evaluate(self, out, test_csv) -> dict:
+        self.evaluated.append({"out": Path(out), "test": _read(test_csv), "after_calls": len(self.calls)})
+        return {"accuracy": 0.9, "balanced_accuracy": 0.85, "macro_f1": 0.8}
+
+
+@pytest.fixture
+def data(make_folder) -> Path:
+    return make_folder(classes=3, per_class=10)
+
+
+def _split_of(path: Path) -> int:
+    return int(next(part for part in path.parts if part.startswith("split-")).removeprefix("split-"))
+
+
+# --- protocol --------------------------------------------------------------------------------------
+
+
+def test_kfold_puts_every_image_in_exactly_one_test_fold():
+    splits = build_splits(LABELS, folds=3, seed=4)
+    tests = np.concatenate([s.test for s in splits])
+    assert sorted(tests.tolist()) == list(range(len(LABELS)))
+    for split in splits:
+        parts = [set(split.train), set(split.val), set(split.test)]
+        assert sum(map(len, parts)) == len(LABELS) and set().union(*parts) == set(range(len(LABELS)))
+        assert {LABELS[i] for i in split.val} == {"a", "b", "c"}  # stratified validation
+    assert [s.test.tolist() for s in build_splits(LABELS, folds=3, seed=4)] == [s.test.tolist() for s in splits]
+
+
+def test_repeats_draw_different_held_out_sets():
+    splits = build_splits(LABELS, repeats=3, test_fraction=0.3, seed=0)
+    assert len(splits) == 3 and len({tuple(s.test) for s in splits}) == 3
+    assert all(len(s.test) == math.ceil(0.3 * len(LABELS)) for s in splits)  # scikit-learn rounds up
+
+
+def test_shot_subsets_are_balanced_nested_and_inside_the_training_pool():
+    splits = build_splits(LABELS, repeats=2, shots=parse_shots("4,1,2,all"), seed=1)
+    for split in splits:
+        assert list(split.subsets) == ["1", "2", "4", "all"]
+        previous: set[int] = set()
+        for level in ("1", "2", "4"):
+            subset = set(split.subsets[level].tolist())
+            labels = [LABELS[i] for i in subset]
+            assert all(labels.count(c) == int(level) for c in "abc")
+            assert previous < subset <= set(split.train)  # nested across K, never val or test
+            previous = subset
+        assert set(split.subsets["all"]) == set(split.train)
+    assert set(splits[0].subsets["2"]) != set(splits[1].subsets["2"])
+
+
+def test_strategies_see_identical_images(data, tmp_path):
+    spy = SpyFit()
+    compare(data, strategies="prototype,linear-probe,scratch", folds=3, shots="1,all", out=tmp_path / "c", fit=spy)
+    assert len(spy.calls) == 3 * 2 * 3
+    by_cell: dict[tuple, list] = {}
+    for call in spy.calls:
+        by_cell.setdefault((_split_of(call["out"]), call["out"].parent.name), []).append(call)
+    for calls in by_cell.values():
+        assert len(calls) == 3
+        assert all(
+            (c["train"], c["val"], c["test"]) == (calls[0]["train"], calls[0]["val"], calls[0]["test"]) for c in calls
+        )
+    assert {c["settings"]["strategy"] for c in spy.calls} == {"prototype", "linear-probe", "full"}
+    scratch = [c["settings"] for c in spy.calls if c["settings"]["strategy"] == "full"]
+    assert all(s["pretrained"] is False and s["augment"] == "strong" and s["epochs"] == 30 for s in scratch)
+
+
+# --- nested tuning ---------------------------------------------------------------------------------
+
+
+def test_nested_cv_never_shows_the_outer_test_fold_to_a_choice(data, tmp_path):
+    spy = SpyFit()
+    result = compare(
+        data, strategies="prototype,partial", folds=3, tune="lr,epochs,unfreeze", out=tmp_path / "c", fit=spy
+    )
+    test_folds = {}
+    for row in result.rows:  # the held-out images of each outer split, as compare wrote them
+        test_folds[row["split"]] = set(_read(Path(result.out_dir) / "splits" / f"split-{row['split']}" / "test.csv"))
+    tuning = [c for c in spy.calls if c["out"].name.startswith("tune-")]
+    assert len(tuning) == 3 * (3 * 3 * 3)  # partial: lr × epochs × unfreeze on each fold; prototype is not tuned
+    for call in tuning:
+        held_out = test_folds[_split_of(call["out"])]
+        assert call["test"] == []  # no tuning run is given a test set ...
+        assert not held_out & (set(call["train"]) | set(call["val"]))  # ... nor any held-out image to train or choose
+    assert len(spy.evaluated) == 3  # the chosen model meets its test fold once, after every candidate ran
+    for evaluation in spy.evaluated:
+        split = _split_of(evaluation["out"])
+        assert set(evaluation["test"]) == test_folds[split]
+        assert evaluation["after_calls"] == max(i + 1 for i, c in enumerate(spy.calls) if _split_of(c["out"]) == split)
+    chosen = [row["chosen"] for row in result.rows if row["strategy"] == "partial"]
+    assert all(c["lr"] == pytest.approx(3e-3) and c["epochs"] == 16 for c in chosen)  # the spy's best candidate
+    assert all(row["test_accuracy"] == 0.9 for row in result.rows if row["strategy"] == "partial")
+
+
+def test_tuning_grid_is_small_and_fits_the_strategy():
+    assert tuning_grid("prototype", ["lr", "epochs"], {"strategy": "prototype"}) == []
+    grid = tuning_grid("finetune", ["lr", "unfreeze"], {"strategy": "finetune", "lr": None})
+    assert [g["lr"] for g in grid] == pytest.approx([1e-4, 3e-4, 9e-4])  # unfreeze means nothing to finetune
+    assert len(tuning_grid("scratch", ["epochs"], {"strategy": "full", "epochs": 30})) == 3
+
+
+# --- statistics and words --------------------------------------------------------------------------
+
+
+def test_mean_std_and_t_confidence_interval():
+    stat = summarize([1.0, 2.0, 3.0, 4.0])
+    assert stat["n"] == 4 and stat["mean"] == 2.5 and stat["std"] == pytest.approx(math.sqrt(5 / 3))
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2  # t(0.975, df=3) × s / √n
+    assert (stat["ci_low"], stat["ci_high"]) == pytest.approx((2.5 - half, 2.5 + half))
+    assert summarize([0.7, 0.7, 0.7])["ci_low"] == pytest.approx(0.7)  # no spread: the interval is the mean
+    assert math.isnan(summarize([0.7])["ci_low"]) and summarize([])["n"] == 0
+
+
+def _rows(strategy: str, accuracies: list[float], shots: str = "all") -> list[dict]:
+    return [{"strategy": strategy, "shots": shots, "split": i, "test_accuracy": a} for i, a in enumerate(accuracies)]
+
+
+def test_negative_transfer_is_said_in_words_only_beyond_the_interval():
+    rows = (
+        _rows("scratch", [0.90, 0.92, 0.91])
+        + _rows("head", [0.70, 0.73, 0.71])  # scratch far ahead: negative transfer
+        + _rows("finetune", [0.97, 0.98, 0.96])  # transfer clearly ahead
+        + _rows("linear-probe", [0.93, 0.89, 0.92])  # mixed: within the noise
+    )
+    verdicts = {v["strategy"]: v for v in transfer_verdicts(rows)}
+    assert verdicts["head"]["kind"] == "negative-transfer"
+    assert verdicts["head"]["scratch_minus_transfer"] == pytest.approx(0.1967, abs=1e-4)
+    assert "negative transfer" in verdicts["head"]["sentence"] and "19.7 points" in verdicts["head"]["sentence"]
+    assert verdicts["finetune"]["kind"] == "transfer-helps" and "6.0 points" in verdicts["finetune"]["sentence"]
+    assert verdicts["linear-probe"]["kind"] == "no-clear-difference"
+    assert "within the noise" in verdicts["linear-probe"]["sentence"]
+    assert headline(list(verdicts.values())).startswith("Negative transfer: training from scratch beats head")
+    calm = transfer_verdicts(_rows("scratch", [0.5, 0.6]) + _rows("finetune", [0.9, 0.95]))
+    assert headline(calm).startswith("No negative transfer")
+    assert transfer_verdicts(_rows("finetune", [0.9])) == []  # no scratch, nothing to say
+
+
+# --- runs, files, budget, resume -------------------------------------------------------------------
+
+
+def test_same_seed_same_table(data, tiny, tmp_path):
+    tables, trains = [], []
+    for name, seed in (("one", 3), ("two", 3)):
+        result = compare(data, strategies="prototype,linear-probe", folds=2, seed=seed, out=tmp_path / name, **tiny)
+        scores = [{k: v for k, v in e.items() if k.startswith("test_") or k in ("strategy", "n")} for e in result.table]
+        tables.append(scores)
+        trains.append((tmp_path / name / "splits" / "split-0" / "train-all.csv").read_text())
+    assert tables[0] == tables[1] and trains[0] == trains[1]
+    labels = [p.parent.name for p in sorted(data.rglob("*.jpg"))]
+    assert [s.test.tolist() for s in build_splits(labels, folds=2, seed=4)] != [
+        s.test.tolist() for s in build_splits(labels, folds=2, seed=3)
+    ]  # another seed draws other folds
+    files = {p.name for p in (tmp_path / "one").iterdir()}
+    assert {"compare.json", "compare.csv", "runs.csv", "compare.html", "accuracy_vs_shots.png", "curves.png"} <= files
+    record = json.loads((tmp_path / "one" / "compare.json").read_text())
+    assert len(record["runs"]) == 4 and record["protocol"]["splits"] == 2
+    assert not list((tmp_path / "one" / "runs").rglob("model.safetensors"))  # models dropped by default
+
+
+def test_budget_stops_launching_and_names_missing_cells(data, tmp_path):
+    spy = SpyFit(sleep=0.4)
+    result = compare(data, strategies="prototype,head", folds=3, budget="1s", out=tmp_path / "c", fit=spy)
+    assert 1 <= len(result.rows) < 6 and len(result.rows) + len(result.missing) == 6
+    assert all("max_time" in c["settings"] for c in spy.calls)
+    assert "Budget spent" in (tmp_path / "c" / "compare.html").read_text()
+    assert json.loads((tmp_path / "c" / "compare.json").read_text())["missing"] == result.missing
+
+
+def test_resume_reuses_finished_cells(data, tmp_path):
+    first = compare(data, strategies="prototype,scratch", folds=2, out=tmp_path / "c", fit=SpyFit())
+    with pytest.raises(GraftcvError, match="already holds a comparison"):
+        compare(data, strategies="prototype,scratch", folds=2, out=tmp_path / "c", fit=SpyFit())
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a finished cell was run again")
+
+    again = compare(data, strategies="prototype,scratch", folds=2, out=tmp_path / "c", fit=no_fit, resume=True)
+    assert again.table == first.table
+    with pytest.raises(GraftcvError, match="cannot be resumed"):
+        compare(data, strategies="prototype", folds=2, out=tmp_path / "c", fit=no_fit, resume=True)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"strategies": "prototype,bogus"}, "Unknown strategy 'bogus'"),
+        ({"shots": "1,20"}, "--shots 20 needs 20 training images"),
+        ({"shots": "0"}, "positive image counts"),
+        ({"folds": 11}, "--folds 11 is more than the 10 images"),
+        ({"folds": 3, "repeats": 2}, "not both"),
+        ({"tune": "momentum"}, "--tune 'momentum' is not tunable"),
+        ({"strategy": "full"}, "compare sets strategy itself"),
+        ({"budget": "soon"}, "--budget must look like 90s"),
+    ],
+)
+def test_bad_input_is_one_sentence(data, tmp_path, options, message):
+    with pytest.raises(GraftcvError, match=message):
+        compare(data, out=tmp_path / "c", fit=SpyFit(), **options)
+
+
+def test_cli_compare_end_to_end(data, tmp_path):
+    out = tmp_path / "cli"
+    args = ["compare", str(data), "--strategies", "prototype,scratch", "--folds", "2", "--scratch-epochs", "1"]
+    args += ["--model", "resnet10t", "--no-pretrained", "--size", "32", "--batch-size", "8", "--workers", "0"]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "prototype" in result.output and "scratch" in result.output and "accuracy" in result.output
+    with (out / "runs.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["strategy"] for r in rows) == ["prototype", "prototype", "scratch", "scratch"]
+    assert all(int(r["epochs_to_95"]) >= 1 for r in rows if r["strategy"] == "scratch")
+    assert "data:image/png;base64," in (out / "compare.html").read_text()
