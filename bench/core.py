@@ -24,7 +24,17 @@ GRAFTCV = Path(sys.executable).with_name("graftcv")
 def run_one(dataset: str, strategy: str, extra: list[str], out_root: Path) -> dict:
     out = out_root / f"{dataset}-{strategy}"
     with tempfile.TemporaryDirectory() as cache:
-        command = [str(GRAFTCV), "train", str(SHARED / dataset), "--strategy", strategy, "--out", str(out), "--overwrite", *extra]
+        command = [
+            str(GRAFTCV),
+            "train",
+            str(SHARED / dataset),
+            "--strategy",
+            strategy,
+            "--out",
+            str(out),
+            "--overwrite",
+            *extra,
+        ]
         start = time.perf_counter()
         done = subprocess.run(command, env={**os.environ, "GRAFTCV_CACHE": cache}, capture_output=True, text=True)
         wall = time.perf_counter() - start

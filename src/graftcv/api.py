@@ -160,6 +160,8 @@ class Model:
         `cam` (H, W) in [0, 1], `predicted`, `probability`, `target` (pred, true or a class name)."""
         from graftcv.explain import explain_images
 
+        if self.network is None:
+            raise GraftcvError("CAMs need the PyTorch model: load it with runtime='torch', not 'onnx'.")
         return explain_images(
             self.network, self.data_config, self.classes, images, method, target, layer, labels, batch_size
         )

@@ -265,11 +265,14 @@ def predict(
     topk: Annotated[int, typer.Option(help="Classes to show per image")] = 1,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write predictions to this CSV")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
+    runtime: Annotated[
+        str, typer.Option(help="torch | onnx (the exported model.onnx; also chosen by passing MODEL/model.onnx)")
+    ] = "torch",
 ) -> None:
     """Predict the class of each image with a saved model."""
     import graftcv
 
-    model = graftcv.load(model_dir)
+    model = graftcv.load(model_dir, runtime=runtime)
     results = model.predict([str(p) for p in images], topk=topk, batch_size=batch_size, progress=True)
     table = Table("image", *[f"top{i + 1}" for i in range(min(topk, len(model.classes)))])
     for row in results[:50]:
@@ -287,6 +290,70 @@ def predict(
                     [row["path"], *[v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]]
                 )
         out.print(f"wrote {csv_path}")
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model directory")],
+    export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's)")] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--images", help="Real images for the parity check (default: the run's training data)"),
+    ] = None,
+    max_images: Annotated[int, typer.Option(help="At most this many real images in the parity check")] = 256,
+    exporter: Annotated[str, typer.Option(help="auto | dynamo | torchscript")] = "auto",
+    tolerance: Annotated[float, typer.Option(help="Largest |Δlogit| accepted against PyTorch")] = 1e-4,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the parity report here")] = None,
+) -> None:
+    """Export to ONNX (MODEL/model.onnx, dynamic batch size), checked against PyTorch before it is written."""
+    from graftcv.export import export_onnx, recorded_images
+
+    if export_format.lower() != "onnx":
+        raise GraftcvError(f"Unknown export format {export_format!r}: onnx is the one graftcv writes.")
+    sources = [str(p) for p in images] if images else None
+    if sources is None and (recorded := recorded_images(model_dir)) is not None:
+        sources = [str(recorded)]
+    if sources is None:
+        logging.getLogger("graftcv").warning("No real images for the parity check (--images): random inputs only.")
+    report = export_onnx(
+        model_dir, opset=opset, images=sources, exporter=exporter, tolerance=tolerance, max_images=max_images
+    )
+    table = Table(title=f"ONNX parity · {report.path}", show_header=False)
+    table.add_row("exporter / opset", f"{report.exporter} / {report.opset}")
+    table.add_row("inputs: random / real images", f"{report.random_inputs} / {report.real_images}")
+    table.add_row("max |Δlogit|", f"{report.max_abs_logit_diff:.2e}")
+    table.add_row("max |Δprobability|", f"{report.max_abs_prob_diff:.2e}")
+    table.add_row("top-1 agreement", f"{report.top1_agreement:.4f} ({report.top1_mismatches_real} real images differ)")
+    table.add_row("seconds", f"{report.seconds:.1f}")
+    out.print(table)
+    if json_path:
+        json_path.write_text(json.dumps(report.as_dict(), indent=2))
+        out.print(f"wrote {json_path}")
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A saved model directory")],
+    host: Annotated[str, typer.Option(help="Interface to bind; the default is reachable from this machine only")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes, each with its own copy of the model")] = 1,
+    runtime: Annotated[str, typer.Option(help="auto (onnx once exported) | torch | onnx")] = "auto",
+    max_files: Annotated[int, typer.Option(help="Images per request")] = 16,
+    max_file_mb: Annotated[float, typer.Option(help="Megabytes per uploaded file")] = 10.0,
+    max_pixels: Annotated[int, typer.Option(help="Pixels per image (width × height)")] = 40_000_000,
+    max_request_mb: Annotated[float, typer.Option(help="Megabytes per request, all files together")] = 32.0,
+) -> None:
+    """Serve a model over HTTP: POST /predict, POST /explain, GET /health, GET /metadata, docs at /docs."""
+    try:
+        from graftcv.serve import Limits, ServeSettings
+        from graftcv.serve import serve as run_server
+    except ImportError:
+        raise GraftcvError("FastAPI and uvicorn are not installed: pip install 'graftcv[serve]'.") from None
+    limits = Limits(max_files, int(max_file_mb * 2**20), max_pixels, int(max_request_mb * 2**20))
+    run_server(ServeSettings(str(model_dir), runtime, limits), host=host, port=port, workers=workers)
 
 
 @app.command()
@@ -388,6 +455,8 @@ def explain(
     from graftcv.data.discovery import list_images
     from graftcv.explain.render import render_cam
 
+    if masks is not None and boxes is not None:
+        raise GraftcvError("Give object annotations either as --masks or as --boxes, not both.")
     model = graftcv.load(model_dir)
     paths, _ = list_images([str(p) for p in images])
     results = model.explain([str(p) for p in _spread(paths, limit)], method=method, target=target, layer=layer)

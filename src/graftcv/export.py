@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import logging
 import os
 import time
@@ -201,9 +202,22 @@ def parity_batches(
         paths, _ = list_images(list(images))
         transform = build_transform(data_config)
         side = size[-1]
-        tensors = [transform(load_rgb(p, draft_size=side)) for p in paths[:max_images]]
+        if len(paths) > max_images:  # evenly spread, so that every class folder is represented
+            paths = [paths[i * len(paths) // max_images] for i in range(max_images)]
+        tensors = [transform(load_rgb(p, draft_size=side)) for p in paths]
         batches += [("real", torch.stack(tensors[i : i + 16])) for i in range(0, len(tensors), 16)]
     return batches
+
+
+def recorded_images(model_dir: str | Path) -> Path | None:
+    """The training data recorded in the run directory around a model (RUN/config.json), when still there:
+    real images for the parity check when none are given."""
+    config = Path(model_dir).parent / "config.json"
+    try:
+        data = Path(json.loads(config.read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return data if data.is_dir() else None
 
 
 def compare(classifier: Classifier, network: ExportNetwork, runner: OnnxRunner, batches: list) -> dict:

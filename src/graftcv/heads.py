@@ -9,6 +9,10 @@ from torch import nn
 from graftcv.errors import GraftcvError
 
 HEADS = ("logreg", "svm", "rf", "gb", "mlp")
+# Standardized 1000+-dimensional features need strong L2: 3-fold CV on flowers5 / ants_bees / sign_digits
+# (Lite0, 224 px) gave 0.745 / 0.955 / 0.935 at C = 0.01 against 0.699 / 0.950 / 0.935 at sklearn's C = 1,
+# and the fit converges several times faster.
+LOGREG_C = 0.01
 
 
 def make_sklearn_head(kind: str, seed: int = 0, pca: int | None = None, c: float = 1.0):
@@ -22,7 +26,7 @@ def make_sklearn_head(kind: str, seed: int = 0, pca: int | None = None, c: float
     from sklearn.svm import LinearSVC
 
     classifiers = {
-        "logreg": lambda: LogisticRegression(C=c, max_iter=2000),
+        "logreg": lambda: LogisticRegression(C=LOGREG_C * c, max_iter=2000),
         "svm": lambda: LinearSVC(C=c * 0.01, max_iter=5000, random_state=seed),
         "rf": lambda: RandomForestClassifier(n_estimators=300, n_jobs=-1, random_state=seed),
         "gb": lambda: GradientBoostingClassifier(

@@ -9,6 +9,7 @@ import math
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 PHASE_COLOURS = ["#e8f0fb", "#fdf1e3", "#eaf6ec", "#f5e9f7", "#fbf7dd"]
@@ -68,6 +69,7 @@ def learning_curves(rows: list[dict]) -> str:
             axis.axvspan(first - 0.5, last + 0.5, color=PHASE_COLOURS[i % len(PHASE_COLOURS)], zorder=0, label=label)
         axis.set_title(title, fontsize=11)
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
     loss_axis.legend(fontsize=9)
     accuracy_axis.legend(fontsize=9, title="phase", title_fontsize=9)
