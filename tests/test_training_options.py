@@ -92,3 +92,34 @@ def test_find_lr_curve(data):
 def test_find_lr_refuses_linear_probe(data):
     with pytest.raises(graftcv.GraftcvError, match="scikit-learn"):
         graftcv.api.find_lr(data, strategy="linear-probe", **TINY)
+
+
+def test_micro_batches_split_the_batch_only_where_the_gradients_stay_the_same():
+    from graftcv.config import TrainConfig
+    from graftcv.strategies import Phase
+    from graftcv.training.gradient import micro_batching
+
+    images = Phase(name="full", epochs=1, lr=1e-3)
+    features = Phase(name="head", epochs=1, lr=1e-3, on_features=True)
+    assert micro_batching(TrainConfig(), images) == (16, 2)  # CPU, frozen BatchNorm: same summed gradients
+    assert micro_batching(TrainConfig(bn="train"), images) == (32, 1)  # batch statistics would change
+    assert micro_batching(TrainConfig(), features) == (32, 1)
+    assert micro_batching(TrainConfig(batch_size=24, micro_batch=10), images) == (8, 3)  # a divisor of the batch
+
+
+def test_accumulated_micro_batches_train_the_same_weights(data, tmp_path):
+    from safetensors.torch import load_file
+
+    # 18 training images (three whole batches), plain SGD: summed micro-batch gradients must give the same steps
+    settings = {**TINY, "strategy": "full", "epochs": 1, "batch_size": 6, "augment": "none", "dropout": 0.0}
+    settings |= {"drop_path": 0.0, "schedule": "constant", "lr": 0.01, "bn": "freeze", "optimizer": "sgd"}
+    whole = graftcv.fit(data, out=tmp_path / "whole", micro_batch=6, **settings)
+    split = graftcv.fit(data, out=tmp_path / "split", micro_batch=3, **settings)
+    a = load_file(str(whole.out_dir / "model" / "model.safetensors"))
+    b = load_file(str(split.out_dir / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert json.loads((split.out_dir / "summary.json").read_text())["n_train"] == 18
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-4
+    before = graftcv.fit(data, out=tmp_path / "init", micro_batch=6, **{**settings, "lr": 1e-12})
+    c = load_file(str(before.out_dir / "model" / "model.safetensors"))
+    assert max((a[k].float() - c[k].float()).abs().max().item() for k in a) > 1e-4  # training did move them

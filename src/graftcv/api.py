@@ -249,6 +249,7 @@ class _Prepared:
     resolved: dict
 
     feature_stats: FeatureStats = field(default_factory=FeatureStats)
+    test_features: np.ndarray | None = None
 
     def features(self, paths: list[Path], label: str) -> np.ndarray:
         config = self.config
@@ -269,9 +270,15 @@ class _Prepared:
         """Train and val features when some phase trains on them (or the strategy is a probe), in one pass."""
         if self.config.strategy not in FEATURE_HEAD_STRATEGIES and not any(p.on_features for p in self.phases):
             return None
-        n_train = len(self.splits.train)
-        both = self.features([*self.splits.train.paths, *self.splits.val.paths], "features")
-        return both[:n_train], both[n_train:]
+        n_train, n_val = len(self.splits.train), len(self.splits.val)
+        paths = [*self.splits.train.paths, *self.splits.val.paths]
+        with_test = self.config.strategy in FEATURE_HEAD_STRATEGIES and self.splits.test is not None
+        if with_test:  # a probe's test evaluation needs only features: same pass, same cache
+            paths += self.splits.test.paths
+        every = self.features(paths, "features")
+        if with_test:
+            self.test_features = every[n_train + n_val :]
+        return every[:n_train], every[n_train : n_train + n_val]
 
 
 def _prepare(data: str | Path, settings: dict) -> _Prepared:
@@ -416,7 +423,10 @@ def fit(
     trained = Model(network, meta)
     test_report = None
     if splits.test is not None and len(splits.test):
-        test_probs, _ = trained.predict_proba(splits.test.paths, progress=config.progress)
+        if prep.test_features is not None:
+            test_probs = network.probe(torch.from_numpy(np.array(prep.test_features))).numpy()
+        else:
+            test_probs, _ = trained.predict_proba(splits.test.paths, progress=config.progress)
         test_report = classification_report(np.array(splits.test.targets(splits.classes)), test_probs, splits.classes)
         write_report(test_report, out_dir, prefix="test_")
         write_predictions(out_dir / "test_predictions.csv", splits.test, test_probs, splits.classes)

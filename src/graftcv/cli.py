@@ -75,6 +75,9 @@ def train(
     cutmix: Annotated[float, typer.Option(help="CutMix alpha", rich_help_panel="Data")] = 0.0,
     balance: Annotated[str, typer.Option(help="none | weights | sampler", rich_help_panel="Data")] = "none",
     batch_size: Annotated[int, typer.Option(rich_help_panel="Data")] = 32,
+    micro_batch: Annotated[
+        int | None, typer.Option(help="Images per pass; gradients accumulate to the batch", rich_help_panel="Data")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Decoding workers", rich_help_panel="Data")] = None,
     head: Annotated[
         str, typer.Option(help="linear-probe head: logreg|svm|rf|gb|mlp", rich_help_panel="Strategy")
@@ -138,6 +141,7 @@ def train(
         cutmix=cutmix,
         balance=balance,
         batch_size=batch_size,
+        micro_batch=micro_batch,
         num_workers=workers,
         head=head,
         pca=pca,

@@ -66,6 +66,19 @@ def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_c
     )
 
 
+def micro_batching(config: TrainConfig, phase: Phase) -> tuple[int, int]:
+    """(images per pass, passes per optimizer step) for a phase: the batch split into micro-batches that
+    divide it, on images only (feature phases are cheap)."""
+    if phase.on_features:
+        return config.batch_size, 1
+    wanted = config.micro_batch
+    if wanted is None:
+        same_gradients = config.bn == "freeze" and not torch.cuda.is_available()
+        wanted = 16 if same_gradients else config.batch_size
+    micro = next(m for m in range(min(wanted, config.batch_size), 0, -1) if config.batch_size % m == 0)
+    return micro, config.batch_size // micro
+
+
 def make_loaders(
     phase: Phase,
     splits: DataSplits,
@@ -93,8 +106,9 @@ def make_loaders(
     train_set = ImageDataset(splits.train.paths, y_train, build_transform(data_config, config.augment, True), size)
     val_set = ImageDataset(splits.val.paths, y_val, build_transform(data_config), size)
     drop_last = bool(config.mixup or config.cutmix) and len(train_set) > config.batch_size
+    micro, _ = micro_batching(config, phase)
     train = make_loader(
-        train_set, config.batch_size, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
+        train_set, micro, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
     )
     val = make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers)
     return train, val
@@ -163,6 +177,7 @@ def train_phases(
             best=best,
             checkpoint=checkpoint,
             resume=resume,
+            accumulate=micro_batching(config, phase)[1],
             **trainer_options,
         )
         history.extend(result.history)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import lightning as L
@@ -86,6 +87,7 @@ class TransferModule(L.LightningModule):
         self.model.to(memory_format=torch.channels_last)
 
     def on_train_epoch_start(self) -> None:
+        self._epoch_clock = (time.perf_counter(), 0)
         if self.phase.unfreeze_every:
             self.update_trainable(self.current_epoch)
         if self.phase.on_features:
@@ -107,6 +109,10 @@ class TransferModule(L.LightningModule):
         else:
             loss = self.loss(self(x), y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        started, seen = self._epoch_clock
+        self._epoch_clock = (started, seen + len(y))
+        rate = (seen + len(y)) / max(time.perf_counter() - started, 1e-9)
+        self.log("img/s", rate, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=len(y))
         return loss
 
     def on_validation_epoch_start(self) -> None:

@@ -75,6 +75,7 @@ def make_trainer(
     max_time: timedelta | None = None,
     progress: bool = True,
     checkpoint: Path | None = None,
+    accumulate: int = 1,
 ) -> L.Trainer:
     """A quiet Trainer; with `checkpoint`, the state after every epoch goes to that file (pickle-free)."""
     bar = progress and sys.stderr.isatty()
@@ -97,6 +98,7 @@ def make_trainer(
             devices=devices,
             precision=precision,
             max_time=max_time,
+            accumulate_grad_batches=accumulate,
             logger=False,
             enable_checkpointing=checkpoint is not None,
             plugins=[SafetensorsCheckpointIO()] if checkpoint is not None else None,
@@ -126,6 +128,7 @@ def run_phase(
     best: BestWeights | None = None,
     checkpoint: Path | None = None,
     resume: bool = False,
+    accumulate: int = 1,
 ) -> PhaseResult:
     """Train `module` under `phase`; the weights of the best validation epoch so far (this phase or,
     when `best` is carried over, an earlier one) are in the model when it returns.
@@ -140,7 +143,15 @@ def run_phase(
     phase_start = time.perf_counter()
     with quiet_lightning():
         trainer = make_trainer(
-            phase.epochs, [best, log, stopper], devices, accelerator, precision, max_time, progress, checkpoint
+            phase.epochs,
+            [best, log, stopper],
+            devices,
+            accelerator,
+            precision,
+            max_time,
+            progress,
+            checkpoint,
+            accumulate,
         )
         ckpt_path = checkpoint if resume and checkpoint is not None and checkpoint.is_file() else None
         trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
