@@ -1,6 +1,6 @@
 """graftcv beside three standard transfer-learning recipes: same data, split, backbone, size and seed.
 
-    python bench/run.py --data DIR [--val DIR] [--test DIR] [--size 224] [--budget 10m] [--out bench/out/NAME]
+    python bench/run.py --data DIR [--val DIR] [--test DIR] [--size 224] [--budget 10m] [--out DIR] [--resume]
 
 Runs graftcv's `finetune` (the default), `head` and `linear-probe` (each a fresh `graftcv train` process
 with an empty feature cache, then `linear-probe` once more on the warm cache) and the reference recipes of
@@ -15,6 +15,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -136,14 +137,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=[*GRAFTCV_METHODS, "linear-probe-cached", *REFERENCES])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--resume", action="store_true", help="keep rows already finished in --out (same split)")
     args = parser.parse_args()
     out = args.out or HERE / "out" / f"run-{Path(args.data).name}-{args.size}"
     out.mkdir(parents=True, exist_ok=True)
-    counts = write_split(args, out / "split")
+    finished = out / "rows"
+    if args.resume and (out / "split" / "train.csv").exists():
+        counts = {n: len((out / "split" / f"{n}.csv").read_text().splitlines()) - 1 for n in ("train", "val", "test")}
+    else:
+        counts = write_split(args, out / "split")
+        shutil.rmtree(finished, ignore_errors=True)
+    finished.mkdir(exist_ok=True)
     print(f"split {counts}, size {args.size}, budget {args.budget}, seed {args.seed}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as cache_root:
         for method in args.methods:
+            saved = finished / f"{method}.json"
+            if saved.exists():
+                rows.append(json.loads(saved.read_text()))
+                continue
             if method in REFERENCES or method == "forward":
                 row = run_reference(method, args, out / "split", out)
             else:
@@ -152,8 +164,13 @@ def main() -> None:
                 row = run_graftcv(strategy, args, out / "split", out, cache, f"graftcv {method}")
             print({k: v for k, v in row.items() if k not in ("trace", "command")}, flush=True)
             rows.append(row)
+            if "error" not in row:
+                saved.write_text(json.dumps(row, default=str))
     if "forward" not in args.methods:
-        rows.append(run_reference("forward", args, out / "split", out))
+        saved = finished / "forward.json"
+        row = json.loads(saved.read_text()) if saved.exists() else run_reference("forward", args, out / "split", out)
+        saved.write_text(json.dumps(row, default=str))
+        rows.append(row)
     best_reference = max(
         (
             max(t["val_acc"] for t in r.get("trace", []))

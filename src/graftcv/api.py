@@ -21,7 +21,7 @@ from PIL import Image
 from graftcv.artifact import Classifier, build_classifier, read_artifact, save_artifact
 from graftcv.backbones import Backbone, classifier_param_names, create_backbone
 from graftcv.config import TrainConfig
-from graftcv.data import DataSplits, ImageDataset, ImageSet, build_transform, discover, make_loader
+from graftcv.data import DataSplits, ImageDataset, ImageSet, build_transform, discover, inference_workers, make_loader
 from graftcv.data.discovery import list_images, read_labelled
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report, write_report
@@ -111,7 +111,7 @@ class Model:
         warn_skipped(skipped)
         size = self.data_config["input_size"][-1]
         dataset = ImageDataset(paths, None, build_transform(self.data_config), draft_size=size)
-        workers = 0 if len(paths) <= batch_size else num_workers
+        workers = 0 if len(paths) <= batch_size else (inference_workers() if num_workers is None else num_workers)
         loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
         out = []
         with image_progress(progress) as bar:

@@ -2,7 +2,7 @@
 
 from graftcv.data.discovery import DataSplits, ImageSet, discover
 from graftcv.data.images import load_rgb
-from graftcv.data.loaders import ImageDataset, make_loader
+from graftcv.data.loaders import ImageDataset, inference_workers, make_loader
 from graftcv.data.transforms import build_transform
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "ImageSet",
     "build_transform",
     "discover",
+    "inference_workers",
     "load_rgb",
     "make_loader",
 ]

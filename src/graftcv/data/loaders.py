@@ -47,6 +47,14 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def inference_workers() -> int:
+    """Decoding workers for a forward-only pass: the model's threads use every core, so a worker process
+    pays only where cores are left over. On 2 cores, decoding inline measured 30.8 img/s against 28.5 with
+    one worker (EfficientNet-Lite0, 224 px, ants_bees)."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 2 else default_workers()
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
