@@ -84,6 +84,7 @@ def run_graftcv(strategy: str, args: argparse.Namespace, split: Path, out: Path,
         "wall_seconds": wall,
         "feature_images_per_second": summary.get("feature_images_per_second") or None,
         "features_cached": summary.get("features_cached"),
+        "feature_stage_seconds": summary.get("feature_stage_seconds"),
         "peak_rss_mb": summary.get("peak_rss_mb"),
         "trace": trace,
         "command": " ".join(["graftcv", *command[1:]]),
@@ -195,6 +196,18 @@ def main() -> None:
             + f"; that recipe ran {best['wall_seconds']:.1f} s (ratio "
             + ("—" if reached is None else f"{reached / best['wall_seconds']:.2f}")
             + ")"
+        )
+    cold, warm = (
+        next((r for r in rows if r["method"] == m and r.get("feature_stage_seconds")), None)
+        for m in ("graftcv linear-probe", "graftcv linear-probe-cached")
+    )
+    if cold and warm:  # target 2: the cache's gain on the feature stage, and on the whole process
+        stage_cold, stage_warm = cold["feature_stage_seconds"], warm["feature_stage_seconds"]
+        text += (
+            f"\nfeature cache: feature stage {stage_cold:.2f} s cold, "
+            f"{stage_warm:.3f} s cached ({stage_cold / stage_warm:.0f}×); "
+            f"whole process {cold['wall_seconds']:.1f} s vs {warm['wall_seconds']:.1f} s "
+            f"({cold['wall_seconds'] / warm['wall_seconds']:.1f}×)"
         )
     record = {"split": counts, "args": vars(args) | {"out": str(out)}, "rows": rows}
     (out / "results.json").write_text(json.dumps(record, indent=2, default=str))

@@ -10,7 +10,7 @@ from conftest import COLOURS, write_image
 from PIL import Image
 
 from graftcv import GraftcvError
-from graftcv.data import discover, load_rgb
+from graftcv.data import decode_size, discover, load_rgb
 from graftcv.data.discovery import list_images, read_labelled
 
 
@@ -240,6 +240,16 @@ def test_exif_orientation_is_honoured(tmp_path):
     assert top[2] > 150 and top[0] < 60
     assert bottom[0] > 150 and bottom[2] < 60
     assert load_rgb(path, draft_size=16).size == (20, 40)
+
+
+def test_draft_decoding_never_goes_below_the_eval_resize(tmp_path):
+    config = {"input_size": (3, 224, 224), "crop_pct": 0.875}
+    assert decode_size(config) == 256  # the shortest side the eval transform resizes to
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (1200, 900), (10, 120, 200)).save(path)
+    drafted = load_rgb(path, draft_size=decode_size(config))
+    assert drafted.size == (600, 450)  # decoded at 1/2: 1/4 would be 225 px, below 256
+    assert min(drafted.size) >= 256
 
 
 # --- bad input ------------------------------------------------------------------------------------------

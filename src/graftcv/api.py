@@ -21,7 +21,16 @@ from PIL import Image
 from graftcv.artifact import Classifier, build_classifier, read_artifact, save_artifact
 from graftcv.backbones import Backbone, classifier_param_names, create_backbone
 from graftcv.config import TrainConfig
-from graftcv.data import DataSplits, ImageDataset, ImageSet, build_transform, discover, inference_workers, make_loader
+from graftcv.data import (
+    DataSplits,
+    ImageDataset,
+    ImageSet,
+    build_transform,
+    decode_size,
+    discover,
+    inference_workers,
+    make_loader,
+)
 from graftcv.data.discovery import list_images, read_labelled
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report, write_report
@@ -35,16 +44,19 @@ ImageInput = str | Path | Image.Image | list
 
 
 def _versions() -> dict:
-    import lightning
-    import sklearn
-    import timm
+    # package metadata, not imports: importing lightning only to read its version costs ~1.7 s
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "timm": timm.__version__,
-        "lightning": lightning.__version__,
-        "scikit-learn": sklearn.__version__,
+        **{name: installed(name) for name in ("timm", "lightning", "scikit-learn")},
     }
 
 
@@ -109,8 +121,7 @@ class Model:
             return torch.cat(probs).numpy(), [str(i) for i in range(len(items))]
         paths, skipped = list_images(items)
         warn_skipped(skipped)
-        size = self.data_config["input_size"][-1]
-        dataset = ImageDataset(paths, None, build_transform(self.data_config), draft_size=size)
+        dataset = ImageDataset(paths, None, build_transform(self.data_config), draft_size=decode_size(self.data_config))
         workers = 0 if len(paths) <= batch_size else (inference_workers() if num_workers is None else num_workers)
         loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
         out = []
@@ -250,9 +261,17 @@ class _Prepared:
 
     feature_stats: FeatureStats = field(default_factory=FeatureStats)
     test_features: np.ndarray | None = None
+    feature_stage_seconds: float = 0.0  # wall time getting features, cache reads included
 
     def features(self, paths: list[Path], label: str) -> np.ndarray:
         config = self.config
+        started = time.perf_counter()
+        try:
+            return self._extract(paths, label, config)
+        finally:
+            self.feature_stage_seconds += time.perf_counter() - started
+
+    def _extract(self, paths: list[Path], label: str, config: TrainConfig) -> np.ndarray:
         return extract_features(
             self.backbone.model,
             paths,
@@ -457,6 +476,7 @@ def fit(
         "features_computed": prep.feature_stats.computed,
         "features_cached": prep.feature_stats.cached,
         "feature_seconds": round(prep.feature_stats.seconds, 2),
+        "feature_stage_seconds": round(prep.feature_stage_seconds, 3),
         "feature_images_per_second": round(prep.feature_stats.images_per_second, 1),
         "model_dir": str(out_dir / "model"),
     }

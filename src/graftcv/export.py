@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from graftcv.artifact import Classifier, build_classifier, read_artifact, read_meta, update_meta
-from graftcv.data import build_transform, load_rgb
+from graftcv.data import build_transform, decode_size, load_rgb
 from graftcv.data.discovery import list_images
 from graftcv.errors import GraftcvError
 from graftcv.heads import TensorHead
@@ -201,10 +201,9 @@ def parity_batches(
     if images:
         paths, _ = list_images(list(images))
         transform = build_transform(data_config)
-        side = size[-1]
         if len(paths) > max_images:  # evenly spread, so that every class folder is represented
             paths = [paths[i * len(paths) // max_images] for i in range(max_images)]
-        tensors = [transform(load_rgb(p, draft_size=side)) for p in paths]
+        tensors = [transform(load_rgb(p, draft_size=decode_size(data_config))) for p in paths]
         batches += [("real", torch.stack(tensors[i : i + 16])) for i in range(0, len(tensors), 16)]
     return batches
 

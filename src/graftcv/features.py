@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from graftcv.data import ImageDataset, build_transform, inference_workers, make_loader
+from graftcv.data import ImageDataset, build_transform, decode_size, inference_workers, make_loader
 from graftcv.progress import image_progress
 
 
@@ -110,8 +110,7 @@ def _compute_into(
     was_training = model.training
     model.eval()
     model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPUs
-    input_size = data_config["input_size"][-1]
-    dataset = ImageDataset(paths, None, build_transform(data_config), draft_size=input_size)
+    dataset = ImageDataset(paths, None, build_transform(data_config), draft_size=decode_size(data_config))
     workers = inference_workers() if num_workers is None else num_workers
     loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
     start = 0

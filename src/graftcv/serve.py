@@ -25,6 +25,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graftcv.data import decode_size
 from graftcv.errors import GraftcvError
 
 log = logging.getLogger("graftcv")
@@ -266,7 +267,7 @@ class Service:
             self.model.runner, onnx_meta = open_onnx(settings.model, threads=threads)
             self.model.meta = onnx_meta
         self.runtime = runtime
-        self.draft_size = int(self.model.data_config["input_size"][-1])
+        self.draft_size = decode_size(self.model.data_config)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graftcv-model")
         side = self.draft_size
         self.model.predict([Image.new("RGB", (side, side))])  # warm-up: the first request is not the slow one

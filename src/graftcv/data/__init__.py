@@ -3,13 +3,14 @@
 from graftcv.data.discovery import DataSplits, ImageSet, discover
 from graftcv.data.images import load_rgb
 from graftcv.data.loaders import ImageDataset, inference_workers, make_loader
-from graftcv.data.transforms import build_transform
+from graftcv.data.transforms import build_transform, decode_size
 
 __all__ = [
     "DataSplits",
     "ImageDataset",
     "ImageSet",
     "build_transform",
+    "decode_size",
     "discover",
     "inference_workers",
     "load_rgb",

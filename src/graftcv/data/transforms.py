@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from timm.data import create_transform
@@ -19,6 +20,12 @@ AUGMENT_PRESETS: dict[str, dict] = {
         "re_prob": 0.25,
     },
 }
+
+
+def decode_size(data_config: dict) -> int:
+    """Shortest side the evaluation transform resizes to (input size / crop_pct): JPEG draft decoding may
+    scale down to it but not below, so reduced-size decoding never upsamples what the model sees."""
+    return math.ceil(data_config["input_size"][-1] / data_config.get("crop_pct", 1.0))
 
 
 def build_transform(data_config: dict, augment: str = "none", train: bool = False) -> Callable:
