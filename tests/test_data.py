@@ -296,3 +296,23 @@ def test_file_that_is_not_a_csv(tmp_path):
     path = write_image(tmp_path / "one.jpg", COLOURS[0], seed=0)
     with pytest.raises(GraftcvError, match="not a CSV"):
         discover(path)
+
+
+def test_strong_augmentation_survives_every_operation_at_its_largest_magnitude():
+    from timm.data.auto_augment import RandAugment
+
+    from graftcv.data.transforms import build_transform
+
+    config = {
+        "input_size": (3, 32, 32),
+        "interpolation": "bicubic",
+        "mean": (0.5,) * 3,
+        "std": (0.5,) * 3,
+        "crop_pct": 0.875,
+    }
+    transform = build_transform(config, augment="strong", train=True)
+    rand_augment = next(t for t in transform.transforms if isinstance(t, RandAugment))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    for op in rand_augment.ops:
+        op.prob, op.magnitude, op.magnitude_std = 1.0, 100.0, 0.0  # clipped to the preset's upper bound
+        assert op(image).size == image.size, op.name
