@@ -26,11 +26,6 @@ from graftcv.explain.render import render_cam
 from graftcv.report import build_report
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-try:
-    from graftcv.compare import SCRATCH_RECIPE
-except ImportError:  # the same recipe, should compare.py ever move it
-    SCRATCH_RECIPE = {"strategy": "full", "pretrained": False, "weights": None, "epochs": 30, "lr": 3e-3,
-                      "augment": "strong", "bn": "train", "patience": 10}  # fmt: skip
 SCORES = ["road_combined", "confidence_drop", "confidence_increase", "pointing_hit", "energy_inside", "iou"]
 LABELS = {"road_combined": "ROAD↑", "confidence_drop": "drop↓", "confidence_increase": "incr↑",
           "pointing_hit": "point↑", "energy_inside": "energy↑", "iou": "IoU↑"}  # fmt: skip
@@ -68,7 +63,7 @@ def train(data: Path, out: Path, init: str, args: argparse.Namespace) -> graftcv
         if args.weights:
             settings["weights"] = str(args.weights)
     else:
-        settings = common | SCRATCH_RECIPE | {"epochs": args.scratch_epochs}
+        settings = common | {"strategy": "scratch", "epochs": args.scratch_epochs}  # its recipe: graftcv.strategies
     run = graftcv.fit(data, out=out, overwrite=True, **settings)
     try:
         build_report(run.out_dir)

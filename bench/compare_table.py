@@ -1,35 +1,28 @@
-"""Print a `graftcv compare` output folder's compare.csv as a Markdown table (for bench/RESULTS.md)."""
+"""Print `graftcv compare` output folders as the Markdown tables of bench/RESULTS.md (from compare.json)."""
 
 from __future__ import annotations
 
 import argparse
-import csv
+import json
+import math
 from pathlib import Path
 
+from graftcv.compare import TABLE_METRICS, cell_text
 
-def cell(row: dict, metric: str, digits: int = 3) -> str:
-    mean, std, low, high = (row.get(f"{metric}_{k}") for k in ("mean", "std", "ci_low", "ci_high"))
-    if mean in (None, ""):
-        return "—"
-    text = f"{float(mean):.{digits}f}"
-    if low not in (None, "") and int(row["n"]) > 1:
-        text += f" ± {float(std):.{digits}f} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
-    return text
+COLUMNS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "train_seconds", "epochs_to_95")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folders", nargs="+", type=Path, help="compare output folders")
     args = parser.parse_args()
-    print("| strategy | shots | n | accuracy ± std [95% CI] | balanced acc | macro-F1 | train s | epochs to 95% |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| strategy | shots | n | " + " | ".join(TABLE_METRICS[c] for c in COLUMNS) + " |")
+    print("|---|---|---|" + "---|" * len(COLUMNS))
     for folder in args.folders:
-        for row in csv.DictReader((folder / "compare.csv").open()):
-            print(
-                f"| {row['strategy']} | {row['shots']} | {row['n']} | {cell(row, 'test_accuracy')} "
-                f"| {cell(row, 'test_balanced_accuracy')} | {cell(row, 'test_macro_f1')} "
-                f"| {cell(row, 'train_seconds', 1)} | {cell(row, 'epochs_to_95', 1)} |"
-            )
+        for entry in json.loads((folder / "compare.json").read_text())["table"]:
+            entry = {k: math.nan if v is None else v for k, v in entry.items()}  # JSON has null for NaN
+            cells = " | ".join(cell_text(entry, c) for c in COLUMNS)
+            print(f"| {entry['strategy']} | {entry['shots']} | {entry['n']} | {cells} |")
 
 
 if __name__ == "__main__":

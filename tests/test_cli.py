@@ -8,12 +8,18 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from conftest import COLOURS, write_class_folders, write_image
+from typer.testing import CliRunner
 
+import graftcv
 import graftcv.cli
+from graftcv.choices import REGISTRIES
+from graftcv.cli import app
+from graftcv.config import TrainConfig
 
 GRAFTCV = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "graftcv"
 TINY_ARGS = ["--model", "resnet10t", "--no-pretrained", "--size", "32", "--epochs", "1", "--head-epochs", "1",
@@ -147,6 +153,63 @@ def test_unknown_option_is_a_usage_error(tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "--no-such-option" in done.stderr
+
+
+# --- train's options, generated from TrainConfig -----------------------------------------------------------
+
+
+class FitCalled(Exception):
+    """Stops `train` once the recorder has seen what it would have trained with."""
+
+
+@pytest.fixture
+def fit_calls(monkeypatch) -> list[tuple[tuple, dict]]:
+    calls: list[tuple[tuple, dict]] = []
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise FitCalled
+
+    monkeypatch.setattr(graftcv, "fit", record)
+    return calls
+
+
+def test_train_help_lists_every_config_option():
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for item in fields(TrainConfig):
+        flag = item.metadata["flag"] or f"--{item.name.replace('_', '-')}"
+        assert (flag in result.output) == item.metadata["cli"], flag
+    assert "--no-pretrained" in result.output and "--no-cache" in result.output
+    for flag in ("--out", "--overwrite", "--resume"):
+        assert flag in result.output
+    for registry in REGISTRIES.values():  # registry-backed help lists the registered names
+        assert registry.choices_help() in result.output
+    assert "none | light | strong" in result.output and "(tf_efficientnet_lite0)" in result.output
+
+
+def test_train_passes_only_the_options_given(tmp_path, fit_calls):
+    args = ["train", str(tmp_path), "--epochs", "2", "--no-pretrained", "--workers", "0", "--lr", "auto"]
+    result = CliRunner().invoke(app, [*args, "--devices", "2", "--strategy", "made-by-a-plugin"])
+    assert isinstance(result.exception, FitCalled), result.output
+    [(positional, settings)] = fit_calls
+    assert positional == (tmp_path,)
+    assert settings == {
+        "out": None,
+        "overwrite": False,
+        "epochs": 2,
+        "pretrained": False,
+        "num_workers": 0,
+        "lr": "auto",
+        "devices": 2,
+        "strategy": "made-by-a-plugin",  # checked by fit against the registry, not by the CLI
+    }
+
+
+def test_resume_passes_the_run_dir_and_the_given_options(tmp_path, fit_calls):
+    result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--lr", "1e-3"])
+    assert isinstance(result.exception, FitCalled), result.output
+    assert fit_calls == [((None,), {"out": tmp_path, "resume": True, "lr": 1e-3})]
 
 
 # --- a successful run, then predict and evaluate ------------------------------------------------------------

@@ -24,15 +24,20 @@ from graftcv.compare import (
     transfer_verdicts,
     tuning_grid,
 )
+from graftcv.data import ImageSet
+from graftcv.strategies import STRATEGIES, Strategy, register_strategy
+from graftcv.training.phase import Phase
 
 LABELS = ["a"] * 12 + ["b"] * 10 + ["c"] * 9
 
 
-def _read(path: str | Path | None) -> list[str]:
-    if path is None:
-        return []
-    with Path(path).open(newline="") as handle:
-        return [row[0] for row in list(csv.reader(handle))[1:]]
+def _paths(images: ImageSet | None) -> list[str]:
+    return [] if images is None else [str(path) for path in images.paths]
+
+
+def _splits(out_dir: Path) -> list[dict]:
+    """splits.json: per split, the train/val/test image paths and the training images of each shot level."""
+    return json.loads((Path(out_dir) / "splits.json").read_text())["splits"]
 
 
 class SpyFit:
@@ -46,11 +51,12 @@ class SpyFit:
 
     def __call__(self, data, out=None, overwrite=False, **settings):
         time.sleep(self.sleep)
+        assert "val" not in settings and "test" not in settings  # in-memory splits carry their own sets
         call = {
             "out": Path(out),
-            "train": _read(data),
-            "val": _read(settings.get("val")),
-            "test": _read(settings.get("test")),
+            "train": _paths(data.train),
+            "val": _paths(data.val),
+            "test": _paths(data.test),
             "settings": settings,
         }
         self.calls.append(call)
@@ -58,17 +64,17 @@ class SpyFit:
         lr = float(settings.get("lr") or 1e-3)
         val_acc = round(0.5 + 0.1 * math.log10(lr * 1e4) + 0.01 * (settings.get("epochs") or 1), 4)
         summary = {"val_accuracy": val_acc, "train_seconds": 1.0, "epochs": 2}
-        if settings.get("test"):
+        if data.test is not None:
             summary |= {"test_accuracy": 0.8, "test_balanced_accuracy": 0.75, "test_macro_f1": 0.7}
         history = [
             {"phase": "x", "epoch": 1, "val_acc": val_acc / 2, "seconds": 0.5},
             {"phase": "x", "epoch": 2, "val_acc": val_acc, "seconds": 1.0},
         ]
-        model = SimpleNamespace(evaluate=lambda test_csv: self._evaluate(out, test_csv))
+        model = SimpleNamespace(evaluate_images=lambda images: self._evaluate(out, images))
         return SimpleNamespace(out_dir=Path(out), summary=summary, history=history, model=model)
 
-    def _evaluate(self, out, test_csv) -> dict:
-        self.evaluated.append({"out": Path(out), "test": _read(test_csv), "after_calls": len(self.calls)})
+    def _evaluate(self, out, images: ImageSet) -> dict:
+        self.evaluated.append({"out": Path(out), "test": _paths(images), "after_calls": len(self.calls)})
         return {"accuracy": 0.9, "balanced_accuracy": 0.85, "macro_f1": 0.8}
 
 
@@ -118,7 +124,8 @@ def test_shot_subsets_are_balanced_nested_and_inside_the_training_pool():
 
 def test_strategies_see_identical_images(data, tmp_path):
     spy = SpyFit()
-    compare(data, strategies="prototype,linear-probe,scratch", folds=3, shots="1,all", out=tmp_path / "c", fit=spy)
+    strategies = "prototype,linear-probe,scratch"
+    compare(data, strategies=strategies, folds=3, shots="1,all", out=tmp_path / "c", fit=spy, epochs=3, pretrained=True)
     assert len(spy.calls) == 3 * 2 * 3
     by_cell: dict[tuple, list] = {}
     for call in spy.calls:
@@ -128,9 +135,15 @@ def test_strategies_see_identical_images(data, tmp_path):
         assert all(
             (c["train"], c["val"], c["test"]) == (calls[0]["train"], calls[0]["val"], calls[0]["test"]) for c in calls
         )
-    assert {c["settings"]["strategy"] for c in spy.calls} == {"prototype", "linear-probe", "full"}
-    scratch = [c["settings"] for c in spy.calls if c["settings"]["strategy"] == "full"]
-    assert all(s["pretrained"] is False and s["augment"] == "strong" and s["epochs"] == 30 for s in scratch)
+    assert {c["settings"]["strategy"] for c in spy.calls} == {"prototype", "linear-probe", "scratch"}
+    scratch = [c["settings"] for c in spy.calls if c["settings"]["strategy"] == "scratch"]
+    # scratch's fixed settings are not overridden by the shared ones, and it trains for --scratch-epochs;
+    # its recipe's defaults (augment, bn, patience) are fit's to apply
+    assert all(s.get("pretrained", False) is False and "weights" not in s and s["epochs"] == 30 for s in scratch)
+    transfer = [c["settings"] for c in spy.calls if c["settings"]["strategy"] != "scratch"]
+    assert all(s["pretrained"] is True and s["epochs"] == 3 for s in transfer)
+    record = _splits(tmp_path / "c")
+    assert len(record) == 3 and all(set(split["shots"]) == {"1", "all"} for split in record)
 
 
 # --- nested tuning ---------------------------------------------------------------------------------
@@ -141,9 +154,8 @@ def test_nested_cv_never_shows_the_outer_test_fold_to_a_choice(data, tmp_path):
     result = compare(
         data, strategies="prototype,partial", folds=3, tune="lr,epochs,unfreeze", out=tmp_path / "c", fit=spy
     )
-    test_folds = {}
-    for row in result.rows:  # the held-out images of each outer split, as compare wrote them
-        test_folds[row["split"]] = set(_read(Path(result.out_dir) / "splits" / f"split-{row['split']}" / "test.csv"))
+    # the held-out images of each outer split, as compare recorded them
+    test_folds = {split["index"]: set(split["test"]) for split in _splits(result.out_dir)}
     tuning = [c for c in spy.calls if c["out"].name.startswith("tune-")]
     assert len(tuning) == 3 * (3 * 3 * 3)  # partial: lr × epochs × unfreeze on each fold; prototype is not tuned
     for call in tuning:
@@ -164,7 +176,24 @@ def test_tuning_grid_is_small_and_fits_the_strategy():
     assert tuning_grid("prototype", ["lr", "epochs"], {"strategy": "prototype"}) == []
     grid = tuning_grid("finetune", ["lr", "unfreeze"], {"strategy": "finetune", "lr": None})
     assert [g["lr"] for g in grid] == pytest.approx([1e-4, 3e-4, 9e-4])  # unfreeze means nothing to finetune
-    assert len(tuning_grid("scratch", ["epochs"], {"strategy": "full", "epochs": 30})) == 3
+    assert len(tuning_grid("scratch", ["epochs"], {"strategy": "scratch", "epochs": 30})) == 3
+    head = tuning_grid("head", ["lr", "epochs"], {"strategy": "head"})  # base values from the registry
+    assert sorted({g["lr"] for g in head}) == pytest.approx([1e-3, 3e-3, 9e-3])
+    assert {g["epochs"] for g in head} == {7, 15, 30}
+
+
+def test_a_registered_strategy_is_compared_with_no_other_change(data, tmp_path):
+    name = "last-layer"
+    register_strategy(Strategy(name, "test", lambda s: [Phase(name, s.epochs, s.lr, trainable=1)], epochs=1, lr=1e-3))
+    try:
+        spy = SpyFit()
+        result = compare(data, strategies=f"prototype,{name}", folds=2, tune="lr", out=tmp_path / "c", fit=spy)
+    finally:
+        STRATEGIES.unregister(name)
+    assert {row["strategy"] for row in result.rows} == {"prototype", name}
+    tuned = [c["settings"] for c in spy.calls if c["settings"]["strategy"] == name]
+    assert len(tuned) == 2 * 3 and sorted({s["lr"] for s in tuned}) == pytest.approx([1e-3 / 3, 1e-3, 3e-3])
+    assert not [c for c in spy.calls if c["settings"]["strategy"] == "prototype" and "lr" in c["settings"]]
 
 
 # --- statistics and words --------------------------------------------------------------------------
@@ -212,7 +241,7 @@ def test_same_seed_same_table(data, tiny, tmp_path):
         result = compare(data, strategies="prototype,linear-probe", folds=2, seed=seed, out=tmp_path / name, **tiny)
         scores = [{k: v for k, v in e.items() if k.startswith("test_") or k in ("strategy", "n")} for e in result.table]
         tables.append(scores)
-        trains.append((tmp_path / name / "splits" / "split-0" / "train-all.csv").read_text())
+        trains.append((tmp_path / name / "splits.json").read_text())
     assert tables[0] == tables[1] and trains[0] == trains[1]
     labels = [p.parent.name for p in sorted(data.rglob("*.jpg"))]
     assert [s.test.tolist() for s in build_splits(labels, folds=2, seed=4)] != [

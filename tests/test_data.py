@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import COLOURS, write_image
 from PIL import Image
+from timm.data.auto_augment import RandAugment
 
 from graftcv import GraftcvError
-from graftcv.data import decode_size, discover, load_rgb
+from graftcv.data import build_transform, decode_size, discover, load_rgb
 from graftcv.data.discovery import list_images, read_labelled
 
 
@@ -299,10 +300,6 @@ def test_file_that_is_not_a_csv(tmp_path):
 
 
 def test_strong_augmentation_survives_every_operation_at_its_largest_magnitude():
-    from timm.data.auto_augment import RandAugment
-
-    from graftcv.data.transforms import build_transform
-
     config = {
         "input_size": (3, 32, 32),
         "interpolation": "bicubic",

@@ -1,4 +1,4 @@
-"""Tests for graftcv.evaluation: metrics against hand-computed values, edge cases and report files."""
+"""Tests for graftcv.evaluation: metrics against hand-computed values, edge cases; report files and tables."""
 
 from __future__ import annotations
 
@@ -13,13 +13,9 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from graftcv.evaluation import (
-    classification_report,
-    expected_calibration_error,
-    report_table,
-    summary_line,
-    write_report,
-)
+from graftcv.cli.tables import report_table, summary_line
+from graftcv.evaluation import classification_report, expected_calibration_error
+from graftcv.rundir import write_evaluation
 
 CLASSES3 = ["a", "b", "c"]
 
@@ -257,11 +253,11 @@ def test_report_table_and_summary(small_case: tuple[np.ndarray, np.ndarray]) -> 
     )
 
 
-def test_write_report_roundtrip(tmp_path: Path, small_case: tuple[np.ndarray, np.ndarray]) -> None:
+def test_write_evaluation_roundtrip(tmp_path: Path, small_case: tuple[np.ndarray, np.ndarray]) -> None:
     y_true, probs = small_case
     rep = classification_report(y_true, probs, CLASSES3)
     out_dir = tmp_path / "nested" / "eval"
-    paths = write_report(rep, out_dir, prefix="val_")
+    paths = write_evaluation(rep, out_dir, prefix="val_")
 
     assert set(paths) == {"json", "per_class", "confusion"}
     assert paths["json"] == out_dir / "val_metrics.json"
@@ -285,9 +281,9 @@ def test_write_report_roundtrip(tmp_path: Path, small_case: tuple[np.ndarray, np
     assert [[int(v) for v in row[1:]] for row in grid[1:]] == rep["confusion_matrix"]
 
 
-def test_write_report_without_prefix(tmp_path: Path, small_case: tuple[np.ndarray, np.ndarray]) -> None:
+def test_write_evaluation_without_prefix(tmp_path: Path, small_case: tuple[np.ndarray, np.ndarray]) -> None:
     rep = classification_report(*small_case, CLASSES3)
-    paths = write_report(rep, str(tmp_path))
+    paths = write_evaluation(rep, str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "confusion_matrix.csv",
         "metrics.json",

@@ -19,12 +19,12 @@ from PIL import Image
 
 import graftcv
 import graftcv.cli
-from graftcv.api import Model
 from graftcv.artifact import Classifier
 from graftcv.errors import GraftcvError
-from graftcv.explain import METHODS, CamExplainer, find_target_layer, localization_scores
+from graftcv.explain import CamExplainer, find_target_layer, localization_scores, user_methods
 from graftcv.explain.pipeline import CamResult, annotation_masks, score_results
 from graftcv.explain.render import caption, render_cam
+from graftcv.model import Model
 
 CLASSES = ["class_0", "class_1", "class_2"]
 GRAFTCV = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "graftcv"
@@ -63,7 +63,7 @@ def model() -> Model:
 # --- each method ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", user_methods())
 def test_each_method_gives_one_map_per_image(method: str, model: Model, images: Path) -> None:
     paths = [str(images / "class_0" / "img_00.jpg"), str(images / "class_2" / "img_01.jpg")]
     results = model.explain(paths, method=method)

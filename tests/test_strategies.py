@@ -12,19 +12,11 @@ import timm
 import torch
 
 import graftcv
-from graftcv.api import _seed
 from graftcv.backbones import create_backbone, layer_groups
 from graftcv.data import discover
-from graftcv.strategies import (
-    DEFAULTS,
-    STRATEGIES,
-    Phase,
-    StrategySettings,
-    group_learning_rates,
-    plan,
-    set_trainable,
-    trainable_groups,
-)
+from graftcv.fitting import seed_everything
+from graftcv.strategies import STRATEGIES, Phase, StrategySettings, plan
+from graftcv.training.freezing import group_learning_rates, set_trainable, trainable_groups
 from graftcv.training.module import OptimSettings, TransferModule
 
 
@@ -37,7 +29,7 @@ def data(tmp_path_factory):
 
 def initial_model(**settings):
     """The network `fit` starts from: same seed, same architecture, same random init."""
-    _seed(settings.get("seed", 0))
+    seed_everything(settings.get("seed", 0))
     return create_backbone("resnet10t", 3, pretrained=False, drop_rate=0.2, drop_path_rate=0.1, size=32).model
 
 
@@ -199,9 +191,12 @@ SETTINGS = StrategySettings(
 
 
 def test_plans():
-    expected = {"linear-probe", "prototype", "head", "partial", "full", "progressive", "finetune"}
-    assert set(STRATEGIES) == set(DEFAULTS) == expected
+    expected = {"linear-probe", "prototype", "head", "partial", "full", "progressive", "finetune", "scratch"}
+    assert set(STRATEGIES) == expected
     assert plan("linear-probe", SETTINGS) == [] and plan("prototype", SETTINGS) == []
+    assert [name for name in STRATEGIES if STRATEGIES[name].closed_form] == ["linear-probe", "prototype"]
+    (scratch,) = plan("scratch", SETTINGS)
+    assert scratch.trainable is None and STRATEGIES["scratch"].fixed["pretrained"] is False
     (head,) = plan("head", SETTINGS)
     assert head.trainable == 1 and head.lr == 3e-3 and not head.on_features
     assert plan("head", StrategySettings(**{**SETTINGS.__dict__, "augment": "none"}))[0].on_features

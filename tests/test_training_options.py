@@ -90,14 +90,14 @@ def test_find_lr_curve(data):
 
 
 def test_find_lr_refuses_linear_probe(data):
-    with pytest.raises(graftcv.GraftcvError, match="scikit-learn"):
+    with pytest.raises(graftcv.GraftcvError, match="linear-probe has no learning rate"):
         graftcv.api.find_lr(data, strategy="linear-probe", **TINY)
 
 
 def test_micro_batches_split_the_batch_only_where_the_gradients_stay_the_same():
     from graftcv.config import TrainConfig
-    from graftcv.strategies import Phase
     from graftcv.training.gradient import micro_batching
+    from graftcv.training.phase import Phase
 
     images = Phase(name="full", epochs=1, lr=1e-3)
     features = Phase(name="head", epochs=1, lr=1e-3, on_features=True)

@@ -16,6 +16,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
 
+from graftcv.atomic import fsync_path, write_json
 from graftcv.errors import GraftcvError
 from graftcv.heads import TensorHead
 
@@ -65,7 +66,7 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
         meta["weights_sha256"] = sha256_file(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         for path in (staging / WEIGHTS_FILE, staging / META_FILE, staging):
-            _fsync(path)  # the new files are on disk before any rename makes them the model
+            fsync_path(path)  # the new files are on disk before any rename makes them the model
         if directory.exists():
             old = _previous(directory)
             shutil.rmtree(old, ignore_errors=True)
@@ -78,7 +79,7 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, directory)
-        _fsync(directory.parent)
+        fsync_path(directory.parent)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
@@ -86,20 +87,6 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
 
 def _previous(directory: Path) -> Path:
     return directory.with_name(f".{directory.name}.old")
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a directory entry to disk (directories cannot be opened on Windows: skipped there)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _recover_interrupted_save(directory: Path) -> None:
@@ -113,10 +100,7 @@ def update_meta(directory: str | Path, **fields: object) -> dict:
     """Add or replace top-level fields of graftcv.json, atomically (a temporary file, then a rename)."""
     directory, meta = read_meta(directory)
     meta.update(fields)
-    staging = directory / f".{META_FILE}.tmp"
-    staging.write_text(json.dumps(meta, indent=2, default=str))
-    _fsync(staging)
-    os.replace(staging, directory / META_FILE)
+    write_json(directory / META_FILE, meta)
     return meta
 
 
@@ -213,20 +197,7 @@ def build_classifier(tensors: dict[str, torch.Tensor], meta: dict) -> Classifier
     state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     try:
         backbone.load_state_dict(state)
-        head = TensorHead.from_state(tensors, meta["probe"]) if probe else None
-        _check_trees(head.ops if head is not None else [])
+        head = TensorHead.from_state(tensors, meta["probe"]) if probe else None  # unknown ops: GraftcvError
     except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise GraftcvError(f"The artifact's tensors do not fit a {meta['backbone']} ({str(error)[:200]}).") from None
     return Classifier(backbone, head).eval()
-
-
-def _check_trees(ops: list[dict]) -> None:
-    """Every child index of a stored tree must point further down the node array (as scikit-learn writes
-    them): a cycle would make tree evaluation loop for ever."""
-    for op in ops:
-        if op.get("op") != "trees":
-            continue
-        nodes = torch.arange(op["left"].shape[1])
-        for children in (op["left"], op["right"]):
-            if not bool(((children == -1) | (children > nodes)).all()) or bool((children >= len(nodes)).any()):
-                raise GraftcvError("The artifact's probe holds malformed decision trees (a child index points back).")

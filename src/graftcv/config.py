@@ -3,76 +3,83 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 
 from graftcv.errors import GraftcvError
 
-CHOICES = {
-    "augment": ("none", "light", "strong"),
-    "balance": ("none", "weights", "sampler"),
-    "bn": ("train", "freeze"),
-    "optimizer": ("adamw", "sgd", "rmsprop"),
-    "schedule": ("onecycle", "cosine", "step", "cyclical", "constant"),
-    "head": ("logreg", "svm", "rf", "gb", "mlp"),
-}
+# Settings whose values are the names in a registry (see `graftcv.choices`); the others list their own.
+REGISTRY_CHOICES = ("strategy", "head", "optimizer", "schedule")
+PANELS = ("Strategy", "Backbone", "Data", "Optimisation", "Execution")
+
+
+def setting(default, help: str, panel: str, *, flag: str | None = None, choices: tuple = (), cli: bool = True):
+    """A TrainConfig field with what the CLI needs to offer it: help text, panel, flag and choices."""
+    return field(default=default, metadata={"help": help, "panel": panel, "flag": flag, "choices": choices, "cli": cli})
 
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run. None means 'the strategy's or the backbone's default'."""
+    """Settings of one training run. None means 'the strategy's or the backbone's default'.
 
-    strategy: str = "finetune"
-    model: str = "tf_efficientnet_lite0"
-    weights: str | None = None
-    pretrained: bool = True
+    Each field's metadata is the CLI's option for it (`graftcv train --help`): every default is written here
+    once. A strategy's own defaults (see `graftcv.strategies`) replace these where the caller set nothing."""
+
+    strategy: str = setting("finetune", "What trains, and how (see the strategy table)", "Strategy")
+    model: str = setting("tf_efficientnet_lite0", "Any timm model name", "Backbone")
+    weights: str | None = setting(None, ".pth/.pt/.safetensors weights", "Backbone")
+    pretrained: bool = setting(True, "--no-pretrained: random init", "Backbone")
     # data
-    val: str | None = None
-    test: str | None = None
-    val_fraction: float = 0.2
-    size: int | None = None
-    augment: str = "light"
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    balance: str = "none"
-    batch_size: int = 32
+    val: str | None = setting(None, "Validation folder or CSV", "Data")
+    test: str | None = setting(None, "Test folder or CSV", "Data")
+    val_fraction: float = setting(0.2, "Validation share when no validation set is given", "Data")
+    size: int | None = setting(None, "Input size in pixels", "Data")
+    augment: str = setting("light", "Training augmentation", "Data", choices=("none", "light", "strong"))
+    mixup: float = setting(0.0, "Mixup alpha", "Data")
+    cutmix: float = setting(0.0, "CutMix alpha", "Data")
+    balance: str = setting("none", "Class imbalance", "Data", choices=("none", "weights", "sampler"))
+    batch_size: int = setting(32, "Images per optimizer step", "Data")
     # images per forward/backward pass; gradients accumulate up to batch_size. None: 16 on a CPU with frozen
     # BatchNorm, where the summed gradients are the same as one batch's and 224 px training needs ~1 GB less
-    micro_batch: int | None = None
-    num_workers: int | None = None
+    micro_batch: int | None = setting(None, "Images per pass; gradients accumulate to the batch", "Data")
+    num_workers: int | None = setting(None, "Decoding workers", "Data", flag="--workers")
     # strategy
-    head: str = "logreg"
-    pca: int | None = None
-    unfreeze: int = 2
-    unfreeze_every: int = 1
-    epochs: int | None = None
-    head_epochs: int = 20
-    lr: float | str | None = None
-    head_lr: float = 3e-3
-    lr_decay: float = 0.7
-    bn: str = "freeze"
+    head: str = setting("logreg", "linear-probe: the scikit-learn head", "Strategy")
+    pca: int | None = setting(None, "linear-probe: PCA components", "Strategy")
+    unfreeze: int = setting(2, "partial: backbone groups that train", "Strategy")
+    unfreeze_every: int = setting(1, "progressive: epochs per group", "Strategy")
+    epochs: int | None = setting(None, "Epochs of the main phase (default: the strategy's)", "Strategy")
+    head_epochs: int = setting(20, "finetune: head epochs on features", "Strategy")
+    lr: float | str | None = setting(None, "Learning rate, or 'auto' (default: the strategy's)", "Optimisation")
+    head_lr: float = setting(3e-3, "Learning rate of head phases", "Optimisation")
+    lr_decay: float = setting(0.7, "LR factor per group below the head", "Optimisation")
+    bn: str = setting("freeze", "BatchNorm statistics", "Optimisation", choices=("train", "freeze"))
     # optimisation and regularisation
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    label_smoothing: float = 0.1
-    dropout: float = 0.2
-    drop_path: float = 0.1
-    patience: int = 3
-    max_time: str | None = None
+    optimizer: str = setting("adamw", "Optimizer", "Optimisation")
+    schedule: str = setting("onecycle", "Learning-rate schedule", "Optimisation")
+    weight_decay: float = setting(0.01, "Weight decay (not on norms and biases)", "Optimisation")
+    momentum: float = setting(0.9, "sgd / rmsprop momentum", "Optimisation")
+    label_smoothing: float = setting(0.1, "Label smoothing", "Optimisation")
+    dropout: float = setting(0.2, "Head dropout", "Optimisation")
+    drop_path: float = setting(0.1, "Stochastic depth", "Optimisation")
+    patience: int = setting(3, "Early-stopping patience (epochs)", "Optimisation")
+    max_time: str | None = setting(None, "e.g. 10m: stop and keep the best", "Optimisation")
     # execution
-    seed: int = 0
-    devices: str = "auto"
-    accelerator: str = "auto"
-    precision: str = "32-true"
-    cache: bool = True
-    progress: bool = True
+    seed: int = setting(0, "Random seed of splits, initialisation and order", "Execution")
+    devices: str | int = setting("auto", "Lightning devices: auto, a count, or a list", "Execution")
+    accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...", "Execution")
+    precision: str = setting("32-true", "32-true | 16-mixed | bf16-mixed", "Execution")
+    cache: bool = setting(True, "Reuse cached features", "Execution")
+    progress: bool = setting(True, "Progress bars and per-epoch lines", "Execution", cli=False)
 
     def validate(self) -> TrainConfig:
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise GraftcvError(f"--{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}.")
+        for item in fields(self):
+            allowed = item.metadata.get("choices")
+            if allowed and getattr(self, item.name) not in allowed:
+                flag = item.metadata.get("flag") or f"--{item.name.replace('_', '-')}"
+                raise GraftcvError(f"{flag} must be one of {', '.join(allowed)}, not {getattr(self, item.name)!r}.")
+        if isinstance(self.devices, str) and self.devices.isdigit():
+            self.devices = int(self.devices)
         if isinstance(self.lr, str) and self.lr != "auto":
             try:
                 self.lr = float(self.lr)

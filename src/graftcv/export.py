@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -18,62 +16,17 @@ import torch
 from torch import nn
 
 from graftcv.artifact import Classifier, build_classifier, read_artifact, read_meta, update_meta
-from graftcv.data import build_transform, decode_size, load_rgb
+from graftcv.atomic import write_bytes
+from graftcv.data import build_transform, decode_size, evenly_spaced, load_rgb
 from graftcv.data.discovery import list_images
 from graftcv.errors import GraftcvError
-from graftcv.heads import TensorHead
+from graftcv.heads import NORMALISERS, OPS, TensorHead
+from graftcv.rundir import RunDir
 from graftcv.runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAMES, OnnxRunner, missing_extra
 
 log = logging.getLogger("graftcv")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 TORCHSCRIPT_OPSET = 17
-NORMALISERS = ("softmax", "sigmoid2")
-
-
-def tree_depth(left: torch.Tensor, right: torch.Tensor) -> int:
-    """The longest root-to-leaf path over padded (trees, nodes) child arrays; children follow their parent."""
-    left_np, right_np = left.numpy(), right.numpy()
-    depth = np.zeros(left_np.shape, dtype=np.int64)
-    rows = np.arange(left_np.shape[0])
-    for node in range(left_np.shape[1]):
-        for children in (left_np[:, node], right_np[:, node]):
-            has = children >= 0
-            depth[rows[has], children[has]] = depth[rows[has], node] + 1
-    return int(depth.max())
-
-
-class UnrolledTrees(nn.Module):
-    """A `trees` head op walked for a fixed number of levels (the deepest tree's depth) instead of `while`:
-    the same result, and a graph ONNX can hold. Nodes are indexed in one flat array over all trees."""
-
-    def __init__(self, op: dict) -> None:
-        super().__init__()
-        n_trees, n_nodes = op["left"].shape
-        offsets = torch.arange(n_trees)[:, None] * n_nodes
-
-        def flat_children(children: torch.Tensor) -> torch.Tensor:
-            return torch.where(children >= 0, children + offsets, -1).flatten()
-
-        self.depth = tree_depth(op["left"], op["right"])
-        self.register_buffer("roots", torch.arange(n_trees) * n_nodes)
-        self.register_buffer("left", flat_children(op["left"]))
-        self.register_buffer("right", flat_children(op["right"]))
-        self.register_buffer("feature", op["feature"].flatten().long())
-        self.register_buffer("threshold", op["threshold"].flatten().float())
-        self.register_buffer("value", op["value"].reshape(n_trees * n_nodes, -1).float())
-        self.scale = float(op["scale"])
-        self.columns = int(op.get("columns", 0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        node = self.roots.expand(x.shape[0], -1)  # (n, trees)
-        for _ in range(self.depth):
-            left = self.left[node]
-            go_left = torch.gather(x, 1, self.feature[node]) <= self.threshold[node]
-            node = torch.where(left >= 0, torch.where(go_left, left, self.right[node]), node)
-        values = self.value[node]  # (n, trees, out)
-        if self.columns:  # boosting: tree t adds to raw output t % columns
-            return values[..., 0].reshape(x.shape[0], -1, self.columns).sum(1) * self.scale
-        return values.sum(1) * self.scale
 
 
 class ExportNetwork(nn.Module):
@@ -92,8 +45,9 @@ class ExportNetwork(nn.Module):
         body = ops[:-1] if self.normaliser is not None else (ops or [])
         stages: list[nn.Module] = []
         for op in body:
-            if op["op"] == "trees":
-                stages.append(UnrolledTrees(op))
+            graph = OPS.lookup(op["op"]).graph
+            if graph is not None:  # an op with a data-dependent loop, as an equivalent fixed graph
+                stages.append(graph(op))
             elif stages and isinstance(stages[-1], TensorHead):
                 stages[-1].ops.append(op)
             else:
@@ -200,23 +154,17 @@ def parity_batches(
     batches = [("random", torch.randn((n, *size), generator=generator)) for n in (1, 5)]
     if images:
         paths, _ = list_images(list(images))
-        transform = build_transform(data_config)
-        if len(paths) > max_images:  # evenly spread, so that every class folder is represented
-            paths = [paths[i * len(paths) // max_images] for i in range(max_images)]
-        tensors = [transform(load_rgb(p, draft_size=decode_size(data_config))) for p in paths]
+        transform, side = build_transform(data_config), decode_size(data_config)
+        paths = evenly_spaced(paths, max_images)  # so that every class folder is represented
+        tensors = [transform(load_rgb(p, draft_size=side)) for p in paths]
         batches += [("real", torch.stack(tensors[i : i + 16])) for i in range(0, len(tensors), 16)]
     return batches
 
 
 def recorded_images(model_dir: str | Path) -> Path | None:
-    """The training data recorded in the run directory around a model (RUN/config.json), when still there:
-    real images for the parity check when none are given."""
-    config = Path(model_dir).parent / "config.json"
-    try:
-        data = Path(json.loads(config.read_text())["data"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return data if data.is_dir() else None
+    """The training data recorded in the run directory around a model, when still there: real images for the
+    parity check when none are given."""
+    return RunDir.around_model(model_dir).recorded_data()
 
 
 def compare(classifier: Classifier, network: ExportNetwork, runner: OnnxRunner, batches: list) -> dict:
@@ -240,15 +188,6 @@ def compare(classifier: Classifier, network: ExportNetwork, runner: OnnxRunner, 
         "top1_agreement": agree / max(total, 1),
         "top1_mismatches_real": real_mismatches,
     }
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    staging = path.with_name(f".{path.name}.tmp")
-    with staging.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
 
 
 def export_onnx(
@@ -281,7 +220,7 @@ def export_onnx(
             f"{result['top1_mismatches_real']} real images change class); nothing was written."
         )
     path = directory / ONNX_FILE
-    _write_atomically(path, model_bytes)
+    write_bytes(path, model_bytes)
     report = ExportReport(
         path=str(path),
         exporter=used,

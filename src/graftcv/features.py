@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graftcv.atomic import write_json
 from graftcv.data import ImageDataset, build_transform, decode_size, inference_workers, make_loader
 from graftcv.progress import image_progress
 
@@ -82,10 +83,7 @@ class FeatureStore:
 
     def commit(self, shard_id: str, partial: Path, identities: list[str], meta: dict) -> None:
         os.replace(partial, self.directory / f"{shard_id}.npy")
-        index = self.directory / f"{shard_id}.json"
-        staging = index.with_name(f".{shard_id}.json.partial")
-        staging.write_text(json.dumps({**meta, "files": identities}, default=str))
-        os.replace(staging, index)
+        write_json(self.directory / f"{shard_id}.json", {**meta, "files": identities})
         self.index.update({identity: (shard_id, row) for row, identity in enumerate(identities)})
 
 

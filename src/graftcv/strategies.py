@@ -1,36 +1,24 @@
-"""Strategies: small objects that decide which layer groups train, for how long and at which learning rate."""
+"""Strategies by name: what trains, for how long and at which learning rate; one `register_strategy` call each."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from torch import nn
+import numpy as np
 
-from graftcv.errors import GraftcvError
+from graftcv.config import TrainConfig
+from graftcv.heads import TensorHead, fit_probe, fit_prototype
+from graftcv.registry import Registry
+from graftcv.training.phase import Phase
 
-
-@dataclass(frozen=True)
-class Phase:
-    """One stretch of gradient training with fixed freezing rules.
-
-    `trainable`: layer groups that train, counted from the top (the classifier is group 1); None = all.
-    `lr_decay`: each group further from the head gets this factor more (discriminative LRs).
-    `on_features`: train the classifier alone on cached pooled features instead of images.
-    `unfreeze_every`: progressive unfreezing, one more group every this many epochs.
-    """
-
-    name: str
-    epochs: int
-    lr: float
-    trainable: int | None = None
-    lr_decay: float = 1.0
-    on_features: bool = False
-    unfreeze_every: int = 0
+__all__ = ["STRATEGIES", "Phase", "Strategy", "StrategySettings", "plan", "register_strategy"]
 
 
 @dataclass(frozen=True)
 class StrategySettings:
-    """The knobs every strategy reads; defaults already resolved by the API."""
+    """The knobs every strategy's plan reads; defaults already resolved."""
 
     epochs: int
     head_epochs: int
@@ -42,27 +30,69 @@ class StrategySettings:
     augment: str
 
 
-def linear_probe(s: StrategySettings) -> list[Phase]:
-    return []  # no gradient phase: features + a scikit-learn head
+HeadFitter = Callable[[np.ndarray, np.ndarray, int, TrainConfig], TensorHead]
 
 
-def head_only(s: StrategySettings) -> list[Phase]:
-    return [Phase("head", s.epochs, s.head_lr, trainable=1, on_features=s.augment == "none")]
+@dataclass(frozen=True)
+class Strategy:
+    """One strategy, whole.
+
+    `plan(settings)`: the gradient phases, in order ([] for closed-form strategies).
+    `epochs`, `lr`: its defaults for the main phase (frozen-backbone heads take larger steps than whole networks).
+    `defaults`: other `TrainConfig` settings it wants unless the caller sets them (a recipe).
+    `fixed`: settings it cannot run without; a caller setting them otherwise is an error.
+    `fit_head(features, targets, n_classes, config)`: for closed-form strategies, the head fitted on cached
+    features of the frozen backbone. `head_name(config)`: what the artifact records as its head.
+    `tunable`: the settings `compare --tune` may vary for it.
+    """
+
+    name: str
+    help: str
+    plan: Callable[[StrategySettings], list[Phase]]
+    epochs: int = 0
+    lr: float = 0.0
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    fixed: Mapping[str, object] = field(default_factory=dict)
+    fit_head: HeadFitter | None = None
+    head_name: Callable[[TrainConfig], str] | None = None
+    tunable: tuple[str, ...] = ("lr", "epochs")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "fixed", MappingProxyType(dict(self.fixed)))
+
+    @property
+    def closed_form(self) -> bool:
+        return self.fit_head is not None
+
+    def settings(self, config: TrainConfig) -> StrategySettings:
+        """The plan's knobs from a validated config, this strategy's epochs and lr where it gives none."""
+        lr = self.lr if config.lr in (None, "auto") else float(config.lr)
+        return StrategySettings(
+            epochs=config.epochs or self.epochs,
+            head_epochs=config.head_epochs,
+            lr=lr,
+            head_lr=config.head_lr,
+            lr_decay=config.lr_decay,
+            unfreeze=config.unfreeze,
+            unfreeze_every=config.unfreeze_every,
+            augment=config.augment,
+        )
 
 
-def partial(s: StrategySettings) -> list[Phase]:
-    return [Phase("partial", s.epochs, s.lr, trainable=1 + s.unfreeze, lr_decay=s.lr_decay)]
+STRATEGIES: Registry[Strategy] = Registry("strategy")
+register_strategy = STRATEGIES.register
 
 
-def full(s: StrategySettings) -> list[Phase]:
-    return [Phase("full", s.epochs, s.lr)]
+def plan(strategy: str, settings: StrategySettings) -> list[Phase]:
+    return STRATEGIES.lookup(strategy).plan(settings)
 
 
-def progressive(s: StrategySettings) -> list[Phase]:
-    return [Phase("progressive", s.epochs, s.lr, trainable=1, lr_decay=s.lr_decay, unfreeze_every=s.unfreeze_every)]
+def _no_phases(s: StrategySettings) -> list[Phase]:
+    return []
 
 
-def finetune(s: StrategySettings) -> list[Phase]:
+def _finetune(s: StrategySettings) -> list[Phase]:
     """fastai's fine_tune: the new head first (here on cached features, so it costs almost nothing),
     then every layer with learning rates that shrink from the head down to the stem."""
     return [
@@ -71,52 +101,80 @@ def finetune(s: StrategySettings) -> list[Phase]:
     ]
 
 
-STRATEGIES = {
-    "linear-probe": linear_probe,
-    "head": head_only,
-    "partial": partial,
-    "full": full,
-    "progressive": progressive,
-    "finetune": finetune,
-    "prototype": linear_probe,  # no gradient phase either: nearest class centroid on the features
-}
-
-# Strategies fitted in closed form on cached features of the frozen backbone, with no gradient phase.
-FEATURE_HEAD_STRATEGIES = ("linear-probe", "prototype")
-
-# Per-strategy defaults: (epochs, lr). Frozen-backbone heads take larger steps than whole networks.
-DEFAULTS = {
-    "linear-probe": (0, 0.0),
-    "head": (15, 3e-3),
-    "partial": (8, 1e-3),
-    "full": (8, 3e-4),
-    "progressive": (8, 1e-3),
-    "finetune": (5, 3e-4),
-    "prototype": (0, 0.0),
-}
-
-
-def plan(strategy: str, settings: StrategySettings) -> list[Phase]:
-    if strategy not in STRATEGIES:
-        raise GraftcvError(f"Unknown strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
-    return STRATEGIES[strategy](settings)
-
-
-def trainable_groups(phase: Phase, n_groups: int, epoch: int = 0) -> int:
-    """How many groups from the top train in this epoch of the phase."""
-    count = n_groups if phase.trainable is None else min(phase.trainable, n_groups)
-    if phase.unfreeze_every:
-        count = min(n_groups, count + epoch // phase.unfreeze_every)
-    return count
-
-
-def set_trainable(model: nn.Module, groups: list[list[str]], n_trainable: int) -> None:
-    """requires_grad on the top `n_trainable` groups only."""
-    live = {name for group in groups[len(groups) - n_trainable :] for name in group}
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in live)
-
-
-def group_learning_rates(phase: Phase, n_groups: int) -> list[float]:
-    """LR per group, stem first: the head gets `phase.lr`, each group below `lr_decay` times the one above."""
-    return [phase.lr * phase.lr_decay ** (n_groups - 1 - i) for i in range(n_groups)]
+register_strategy(
+    Strategy(
+        "linear-probe",
+        "Frozen backbone; a scikit-learn head (--head) on cached features",
+        _no_phases,
+        fit_head=lambda x, y, n, c: fit_probe(c.head, x, y, n, seed=c.seed, pca=c.pca),
+        head_name=lambda c: c.head,
+        tunable=(),
+    )
+)
+register_strategy(
+    Strategy(
+        "prototype",
+        "Frozen backbone; nearest class centroid of the cached features (no training)",
+        _no_phases,
+        fit_head=lambda x, y, n, c: fit_prototype(x, y, n),
+        head_name=lambda c: "prototype",
+        tunable=(),
+    )
+)
+register_strategy(
+    Strategy(
+        "head",
+        "Frozen backbone, a new head trained with gradient descent",
+        lambda s: [Phase("head", s.epochs, s.head_lr, trainable=1, on_features=s.augment == "none")],
+        epochs=15,
+        lr=3e-3,
+    )
+)
+register_strategy(
+    Strategy(
+        "partial",
+        "Head plus the last --unfreeze backbone groups",
+        lambda s: [Phase("partial", s.epochs, s.lr, trainable=1 + s.unfreeze, lr_decay=s.lr_decay)],
+        epochs=8,
+        lr=1e-3,
+        tunable=("lr", "epochs", "unfreeze"),
+    )
+)
+register_strategy(Strategy("full", "All layers", lambda s: [Phase("full", s.epochs, s.lr)], epochs=8, lr=3e-4))
+register_strategy(
+    Strategy(
+        "progressive",
+        "Head first, one more group every --unfreeze-every epochs",
+        lambda s: [
+            Phase("progressive", s.epochs, s.lr, trainable=1, lr_decay=s.lr_decay, unfreeze_every=s.unfreeze_every)
+        ],
+        epochs=8,
+        lr=1e-3,
+    )
+)
+register_strategy(
+    Strategy(
+        "finetune",
+        "Default: head on cached features, then all layers with discriminative LRs (--lr-decay)",
+        _finetune,
+        epochs=5,
+        lr=3e-4,
+    )
+)
+# From scratch: the same architecture, random weights, and what random weights need. 30 epochs: a random-init
+# network has no features to reuse and is still improving long after the 5-8 epochs of fine-tuning. lr 3e-3:
+# 10x the fine-tuning LR, which is kept small only to preserve pretrained features (one-cycle warms up to it,
+# so it is stable). Strong augmentation: a random-init network memorizes a few hundred images quickly.
+# BatchNorm statistics train (frozen ones would be the random init's 0/1), and patience 10, because a
+# from-scratch validation curve is noisy for many epochs.
+register_strategy(
+    Strategy(
+        "scratch",
+        "Baseline: random init, all layers, a recipe for it (30 epochs, lr 3e-3, strong augmentation)",
+        lambda s: [Phase("full", s.epochs, s.lr)],
+        epochs=30,
+        lr=3e-3,
+        defaults={"augment": "strong", "bn": "train", "patience": 10},
+        fixed={"pretrained": False, "weights": None},
+    )
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ import numpy as np
 
 from graftcv.data.images import check_image
 from graftcv.errors import GraftcvError
+
+log = logging.getLogger("graftcv")
 
 # torchvision's ImageFolder list: still images only (an animated or placeholder .gif is not a photo).
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -54,6 +57,16 @@ class DataSplits:
     layout: str
     val_source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str | None = None  # what the splits came from, when not a path (config.json's "data")
+
+    @classmethod
+    def from_sets(
+        cls, train: ImageSet, val: ImageSet, test: ImageSet | None = None, source: str = "in-memory splits"
+    ) -> DataSplits:
+        """Splits someone already drew (compare's folds, say), checked like discovered ones; the images are
+        not opened again, so they should come from `read_labelled` or `discover`."""
+        classes = _check_classes(train, val, test, source)
+        return cls(train, val, test, classes, "in-memory", "given", source=source)
 
     def describe(self) -> dict:
         return {
@@ -201,9 +214,7 @@ def discover(
             f"No images found in {train_src}: expected CLASS/image files, train/ and val/ folders, or a CSV."
         )
     counts = train.counts()
-    if len(counts) < 2:
-        only = next(iter(counts))
-        raise GraftcvError(f"Only one class ({only!r}) found in {train_src}: at least two are needed.")
+    _check_two_classes(counts, train_src)
     # A stratified validation split needs 2 images of a class (one each side). With the validation set
     # given explicitly, a single training image per class is legitimate: one-shot learning.
     too_small = [name for name, n in counts.items() if n < 2] if val_src is None else []
@@ -223,12 +234,43 @@ def discover(
         train, val_set = _stratified_split(train, val_fraction, seed)
         val_source = f"stratified {val_fraction:g} of training (seed {seed})"
     test_set = load(test_src) if test_src is not None else None
+    _check_classes(train, val_set, test_set, train_src)
+    return DataSplits(train, val_set, test_set, classes, layout, val_source, skipped)
 
-    for name, subset in (("validation", val_set), ("test", test_set)):
+
+def _check_two_classes(counts: dict[str, int], source: object) -> None:
+    if len(counts) < 2:
+        only = next(iter(counts), None)
+        raise GraftcvError(f"Only one class ({only!r}) found in {source}: at least two are needed.")
+
+
+def _check_classes(train: ImageSet, val: ImageSet, test: ImageSet | None, source: object) -> list[str]:
+    """The sorted training classes, after checking there are two and that val/test use no others."""
+    _check_two_classes(train.counts(), source)
+    if len(val) == 0:
+        raise GraftcvError(f"The validation set of {source} is empty.")
+    classes = sorted(train.counts())
+    for name, subset in (("validation", val), ("test", test)):
         unknown = sorted(set(subset.labels) - set(classes)) if subset else []
         if unknown:
             raise GraftcvError(f"The {name} data has classes not in training: {', '.join(unknown[:5])}.")
-    return DataSplits(train, val_set, test_set, classes, layout, val_source, skipped)
+    return classes
+
+
+def warn_skipped(skipped: list[tuple[str, str]]) -> None:
+    """One warning naming the files left out because they are not usable images."""
+    if skipped:
+        names = "; ".join(f"{Path(p).name} ({reason})" for p, reason in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        log.warning("Skipped %d file(s) that are not usable images: %s%s.", len(skipped), names, more)
+
+
+def evenly_spaced(items: list, limit: int | None) -> list:
+    """At most `limit` items, evenly spaced over the list (first and last included), so that every class folder
+    of a sorted listing is represented."""
+    if not limit or limit >= len(items):
+        return list(items)
+    return [items[round(i * (len(items) - 1) / max(limit - 1, 1))] for i in range(limit)]
 
 
 def read_labelled(data: str | Path) -> tuple[ImageSet, list[tuple[str, str]]]:

@@ -1,17 +1,5 @@
-"""Evaluation: classification metrics, calibration, tables and report files from labels and scores."""
+"""Evaluation: classification metrics and calibration from labels and scores."""
 
-from graftcv.evaluation.metrics import (
-    classification_report,
-    expected_calibration_error,
-    report_table,
-    summary_line,
-    write_report,
-)
+from graftcv.evaluation.metrics import classification_report, expected_calibration_error
 
-__all__ = [
-    "classification_report",
-    "expected_calibration_error",
-    "report_table",
-    "summary_line",
-    "write_report",
-]
+__all__ = ["classification_report", "expected_calibration_error"]

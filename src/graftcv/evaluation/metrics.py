@@ -1,15 +1,11 @@
-"""Classification metrics, calibration, rich rendering and file export from labels and class probabilities."""
+"""Classification metrics and calibration from labels and class probabilities."""
 
 from __future__ import annotations
 
-import csv
-import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -141,67 +137,3 @@ def classification_report(
         for count, t, q in off_diag[:MAX_CONFUSED]
     ]
     return report
-
-
-def report_table(report: dict, title: str = "Evaluation") -> Table:
-    """Render per-class precision/recall/F1/support plus macro and weighted averages as a rich Table."""
-    table = Table(title=title)
-    table.add_column("class", style="bold")
-    for name in ("precision", "recall", "f1", "support"):
-        table.add_column(name, justify="right")
-    rows = report["per_class"]
-    for i, row in enumerate(rows):
-        table.add_row(
-            str(row["class"]),
-            f"{row['precision']:.3f}",
-            f"{row['recall']:.3f}",
-            f"{row['f1']:.3f}",
-            str(row["support"]),
-            end_section=i == len(rows) - 1,
-        )
-    for label, key in (("macro avg", "macro"), ("weighted avg", "weighted")):
-        table.add_row(
-            label,
-            f"{report[f'{key}_precision']:.3f}",
-            f"{report[f'{key}_recall']:.3f}",
-            f"{report[f'{key}_f1']:.3f}",
-            str(report["n"]),
-            style="italic",
-        )
-    return table
-
-
-def summary_line(report: dict) -> str:
-    """One-line human summary of the headline metrics."""
-    return (
-        f"accuracy {report['accuracy']:.3f} · balanced {report['balanced_accuracy']:.3f} · "
-        f"macro-F1 {report['macro_f1']:.3f} · log-loss {report['log_loss']:.3f} · "
-        f"ECE {report['ece']:.3f} (n={report['n']})"
-    )
-
-
-def write_report(report: dict, out_dir: str | Path, prefix: str = "") -> dict[str, Path]:
-    """Write metrics JSON, per-class CSV and confusion-matrix CSV into ``out_dir``; return paths by kind."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / f"{prefix}metrics.json",
-        "per_class": out / f"{prefix}per_class.csv",
-        "confusion": out / f"{prefix}confusion_matrix.csv",
-    }
-    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-    fields = ["class", "precision", "recall", "f1", "support"]
-    with paths["per_class"].open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for row in report["per_class"]:
-            writer.writerow({key: row[key] for key in fields})
-
-    names = [row["class"] for row in report["per_class"]]
-    with paths["confusion"].open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["true\\pred", *names])
-        for name, counts in zip(names, report["confusion_matrix"], strict=True):
-            writer.writerow([name, *counts])
-    return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,19 +25,53 @@ from torch import nn
 
 from graftcv.errors import GraftcvError
 from graftcv.explain.layers import resolve_layer
+from graftcv.registry import Registry
 
-METHODS: dict[str, type[BaseCAM]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "hirescam": HiResCAM,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
-    "scorecam": ScoreCAM,
-    "ablationcam": AblationCAM,
-}
-# Not offered to users: the reference a measured CAM must beat (random channel weights on the same layer).
-BASELINES: dict[str, type[BaseCAM]] = {"random": RandomCAM}
+
+@dataclass(frozen=True)
+class CamMethod:
+    """A pytorch-grad-cam method under a name.
+
+    `per_channel`: gradient-free, one forward pass per channel of the layer (slow: batched, and not served).
+    `probability_target`: explains the class probability instead of its logit (Ablation-CAM divides by the
+    original score, which must be positive). `baseline`: a reference for scoring, not offered to users."""
+
+    name: str
+    help: str
+    cam: type[BaseCAM]
+    per_channel: bool = False
+    probability_target: bool = False
+    baseline: bool = False
+
+
+CAM_METHODS: Registry[CamMethod] = Registry("CAM method")
+register_cam_method = CAM_METHODS.register
+
+for _method in (
+    CamMethod("gradcam", "gradient-weighted channels (Grad-CAM)", GradCAM),
+    CamMethod("gradcam++", "Grad-CAM++: second-order channel weights", GradCAMPlusPlus),
+    CamMethod("hirescam", "element-wise gradient × activation", HiResCAM),
+    CamMethod("xgradcam", "XGrad-CAM: normalized gradient weights", XGradCAM),
+    CamMethod("layercam", "LayerCAM: positive gradients per position", LayerCAM),
+    CamMethod("eigencam", "first principal component of the activations", EigenCAM),
+    CamMethod("scorecam", "Score-CAM: each channel's mask scored by a forward pass", ScoreCAM, per_channel=True),
+    CamMethod(
+        "ablationcam",
+        "Ablation-CAM: the score drop when each channel is removed",
+        AblationCAM,
+        per_channel=True,
+        probability_target=True,
+    ),
+    CamMethod("random", "random channel weights on the same layer", RandomCAM, baseline=True),
+):
+    register_cam_method(_method)
+
+
+def user_methods(fast_only: bool = False) -> list[str]:
+    """The methods a user may ask for; `fast_only`: those with one or two passes per image (for serving)."""
+    return CAM_METHODS.names(lambda m: not m.baseline and not (fast_only and m.per_channel))
+
+
 # Forward passes per batch for the gradient-free methods, which run one pass per channel of the layer.
 PERTURBATION_BATCH = 32
 
@@ -66,9 +101,9 @@ class CamExplainer:
     def __init__(
         self, classifier: nn.Module, input_size: tuple[int, int, int], method: str = "gradcam", layer: str | None = None
     ) -> None:
-        if method not in METHODS and method not in BASELINES:
-            raise GraftcvError(f"Unknown CAM method {method!r}: choose one of {', '.join(METHODS)}.")
-        self.method = method
+        if method not in CAM_METHODS:
+            raise GraftcvError(f"Unknown CAM method {method!r}: choose one of {', '.join(user_methods())}.")
+        self.method = CAM_METHODS[method]
         self.network = ScoreNetwork(classifier).eval()
         self.layer_name, self.layer = resolve_layer(classifier.backbone, layer, tuple(input_size))
 
@@ -83,13 +118,10 @@ class CamExplainer:
 
     def compute(self, batch: torch.Tensor, classes: list[int]) -> np.ndarray:
         """CAMs of `classes[i]` on image i: float32 (n, H, W), each scaled to [0, 1], at the batch's size."""
-        method_class = METHODS.get(self.method) or BASELINES[self.method]
-        extra = {"batch_size": PERTURBATION_BATCH} if self.method == "ablationcam" else {}
-        cam = method_class(model=self.network, target_layers=[self.layer], **extra)
-        if self.method == "scorecam":
-            cam.batch_size = PERTURBATION_BATCH
-        # AblationCAM divides by the original score, so that score must be positive: a probability, not a logit.
-        target_type = ClassifierOutputSoftmaxTarget if self.method == "ablationcam" else ClassifierOutputTarget
+        cam = self.method.cam(model=self.network, target_layers=[self.layer])
+        if self.method.per_channel:
+            cam.batch_size = PERTURBATION_BATCH  # both Score-CAM and Ablation-CAM read it per call
+        target_type = ClassifierOutputSoftmaxTarget if self.method.probability_target else ClassifierOutputTarget
         targets = [target_type(int(c)) for c in classes]
         # The input requires grad so gradients reach the layer even when every weight is frozen.
         inputs = batch.detach().to(self.device).requires_grad_(True)

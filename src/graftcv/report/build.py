@@ -7,12 +7,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-
 from graftcv.errors import GraftcvError
+from graftcv.model import load
+from graftcv.pages import render_page
 from graftcv.report.figures import confusion_heatmap, learning_curves
 from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
-from graftcv.report.run_files import read_csv, read_json
+from graftcv.rundir import RunDir
 
 log = logging.getLogger("graftcv")
 CAM_METHOD = "gradcam"
@@ -57,17 +57,14 @@ def _evaluation(metrics: dict | None, classes: list[str]) -> dict | None:
     }
 
 
-def _galleries(run_dir: Path, classes: list[str], notes: list[str]) -> dict:
+def _galleries(run_dir: RunDir, classes: list[str], notes: list[str]) -> dict:
     """CAM overlays of the worst validation mistakes and of each class's clearest examples (or notes why not)."""
-    predictions = read_csv(run_dir / "val_predictions.csv")
+    predictions = run_dir.predictions("val")
     if predictions is None:
         notes.append("No CAM galleries: val_predictions.csv is missing (a run from an older graftcv?).")
         return {}
-    model_dir = run_dir / "model"
     try:
-        import graftcv
-
-        model = graftcv.load(model_dir)
+        model = load(run_dir.model)
     except GraftcvError as error:
         notes.append(f"No CAM galleries: the model could not be loaded ({error})")
         return {}
@@ -90,28 +87,27 @@ def _galleries(run_dir: Path, classes: list[str], notes: list[str]) -> dict:
 def build_report(run_dir: str | Path, cams: bool = True) -> Path:
     """Write RUN_DIR/report.html (images inline, no network access needed to view it) and return its path."""
     started = time.perf_counter()
-    run_dir = Path(run_dir).expanduser()
-    config = read_json(run_dir / "config.json")
-    summary = read_json(run_dir / "summary.json")
+    run_dir = RunDir(Path(run_dir).expanduser())
+    config, summary = run_dir.config(), run_dir.summary()
     if config is None and summary is None:
-        raise GraftcvError(f"{run_dir} is not a graftcv run directory: config.json and summary.json are missing.")
+        raise GraftcvError(f"{run_dir.path} is not a graftcv run directory: config.json and summary.json are missing.")
     config, summary = config or {}, summary or {}
     notes: list[str] = []
     if not summary:
         notes.append("summary.json is missing: the run did not finish; only its settings are shown.")
     data_summary = config.get("data_summary") or {}
     classes = data_summary.get("classes") or summary.get("classes") or []
-    history = read_csv(run_dir / "metrics.csv") or []
+    history = run_dir.history() or []
     if not history:
         notes.append("No per-epoch history: this strategy fits its head without epochs, or metrics.csv is missing.")
-    val = _evaluation(read_json(run_dir / "val_metrics.json"), classes)
+    val = _evaluation(run_dir.metrics("val"), classes)
     if val is None:
         notes.append("val_metrics.json is missing: no confusion matrix or per-class metrics.")
     galleries = _galleries(run_dir, classes, notes) if cams and classes else {}
     weights = config.get("weights_source") or {}
     context = {
-        "title": run_dir.resolve().name,
-        "run_dir": str(run_dir.resolve()),
+        "title": run_dir.path.resolve().name,
+        "run_dir": str(run_dir.path.resolve()),
         "model": summary.get("model") or config.get("model"),
         "strategy": summary.get("strategy") or config.get("strategy"),
         "weights": weights.get("detail") or weights.get("kind") or summary.get("weights_source"),
@@ -124,19 +120,12 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
         "phases": config.get("phases") or [],
         "curves": learning_curves(history) if history else None,
         "val": val,
-        "test": _evaluation(read_json(run_dir / "test_metrics.json"), classes),
+        "test": _evaluation(run_dir.metrics("test"), classes),
         "galleries": galleries,
         "cam_method": CAM_METHOD,
         "notes": notes,
         "generated": datetime.now().isoformat(timespec="seconds"),
     }
-    environment = Environment(
-        loader=PackageLoader("graftcv.report", "templates"), autoescape=select_autoescape(["html", "j2"])
-    )
-    page = environment.get_template("report.html.j2").render(**context)
-    path = run_dir / "report.html"
-    temporary = path.with_suffix(".html.tmp")
-    temporary.write_text(page, encoding="utf-8")
-    temporary.replace(path)
-    log.debug("report for %s in %.1fs", run_dir, time.perf_counter() - started)
+    path = render_page("report.html.j2", run_dir.report, **context)
+    log.debug("report for %s in %.1fs", run_dir.path, time.perf_counter() - started)
     return path

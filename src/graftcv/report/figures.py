@@ -2,40 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image
+
+from graftcv.pages import figure_uri, new_figure
 
 PHASE_COLOURS = ["#e8f0fb", "#fdf1e3", "#eaf6ec", "#f5e9f7", "#fbf7dd"]
-
-
-def figure_uri(figure: Figure) -> str:
-    """A matplotlib figure as a base64 PNG data URI."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def image_uri(pixels: np.ndarray, width: int = 176) -> str:
-    """A photo thumbnail as a base64 JPEG data URI (a photo as PNG would be about five times larger)."""
-    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8))
-    if image.width > width:
-        image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    figure = Figure(figsize=(width, height), dpi=100)  # a bare Figure: no pyplot state, safe in any thread
-    FigureCanvasAgg(figure)
-    return figure
 
 
 def _number(value: str | float | None) -> float:
@@ -48,7 +22,7 @@ def _number(value: str | float | None) -> float:
 def learning_curves(rows: list[dict]) -> str:
     """Loss (train and validation), validation accuracy and learning rate per epoch, phases shaded."""
     epochs = [_number(r.get("epoch")) for r in rows]
-    figure = _new_figure(12, 3.4)
+    figure = new_figure(12, 3.4)
     loss_axis, accuracy_axis, lr_axis = figure.subplots(1, 3)
     loss_axis.plot(epochs, [_number(r.get("train_loss")) for r in rows], "o-", label="train")
     loss_axis.plot(epochs, [_number(r.get("val_loss")) for r in rows], "s-", label="validation")
@@ -83,7 +57,7 @@ def confusion_heatmap(matrix: list[list[int]], classes: list[str]) -> str:
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(classes)
     side = min(14.0, 2.2 + 0.55 * n)
-    figure = _new_figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     axis = figure.subplots()
     shown = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, label="share of the true class")

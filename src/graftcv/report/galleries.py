@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from graftcv.report.figures import image_uri
+from graftcv.pages import image_uri
 
 MISTAKES = 6
 PER_CLASS = 3

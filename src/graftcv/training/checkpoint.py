@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from lightning.fabric.plugins import CheckpointIO
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from graftcv.atomic import replacing
 from graftcv.errors import GraftcvError
 
 STRUCTURE_KEY = "graftcv.checkpoint"
@@ -51,15 +51,10 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 def save_state(state: dict[str, Any], path: str | Path) -> None:
     """Write a nested state atomically: a killed process leaves the previous file, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     structure = json.dumps(_encode(state, tensors, "s"))
-    staging = path.with_name(f".{path.name}.partial")
-    save_file(tensors, str(staging), metadata={STRUCTURE_KEY: structure})
-    with staging.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(staging, path)
+    with replacing(path) as staging:
+        save_file(tensors, str(staging), metadata={STRUCTURE_KEY: structure})
 
 
 def load_state(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:

@@ -16,10 +16,10 @@ from torch.utils.data import TensorDataset, WeightedRandomSampler
 from graftcv.backbones import layer_groups
 from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
-from graftcv.strategies import Phase
 from graftcv.training.callbacks import BestWeights
 from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import OptimSettings, TransferModule
+from graftcv.training.phase import Phase
 from graftcv.training.runner import run_phase
 
 PROGRESS = "progress.safetensors"  # the phases finished so far, their history and the weights after them

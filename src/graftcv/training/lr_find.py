@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from lightning.pytorch.tuner import Tuner
 from torch.utils.data import DataLoader
 
-from graftcv.strategies import Phase
 from graftcv.training.module import TransferModule
+from graftcv.training.phase import Phase
 from graftcv.training.runner import make_trainer, quiet_lightning
 
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch import nn
 
-from graftcv.errors import GraftcvError
-from graftcv.strategies import Phase, group_learning_rates, set_trainable, trainable_groups
+from graftcv.training.freezing import group_learning_rates, set_trainable, trainable_groups
+from graftcv.training.optim import OPTIMIZERS, SCHEDULES, OptimSettings, ScheduleContext
+from graftcv.training.phase import Phase
 
-
-@dataclass(frozen=True)
-class OptimSettings:
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
+__all__ = ["OptimSettings", "TransferModule"]
 
 
 def _norm_modules(model: nn.Module, names: set[str]) -> list[nn.Module]:
@@ -147,54 +140,18 @@ class TransferModule(L.LightningModule):
         return param_groups
 
     def configure_optimizers(self):
-        groups = self._param_groups()
-        kind = self.optim.optimizer
-        if kind == "adamw":
-            optimizer = torch.optim.AdamW(groups)
-        elif kind == "sgd":
-            optimizer = torch.optim.SGD(groups, momentum=self.optim.momentum, nesterov=True)
-        elif kind == "rmsprop":
-            optimizer = torch.optim.RMSprop(groups, momentum=self.optim.momentum, alpha=0.9, eps=1e-3)
-        else:
-            raise GraftcvError(f"Unknown optimizer {kind!r}: choose adamw, sgd or rmsprop.")
-        scheduler = self._scheduler(optimizer)
+        optimizer = OPTIMIZERS.lookup(self.optim.optimizer).build(self._param_groups(), self.optim)
+        schedule = SCHEDULES.lookup(self.optim.schedule)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        max_epochs = self.trainer.max_epochs or 0
+        context = ScheduleContext(
+            max_lrs=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total,
+            steps_per_epoch=max(1, total // max(1, max_epochs)),
+            max_epochs=max_epochs,
+            settings=self.optim,
+        )
+        scheduler = schedule.build(optimizer, context)
         if scheduler is None:
             return optimizer
-        interval = "epoch" if self.optim.schedule == "step" else "step"
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
-
-    def _scheduler(self, optimizer: torch.optim.Optimizer):
-        sched = self.optim.schedule
-        max_lrs = [g["lr"] for g in optimizer.param_groups]
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        if sched == "onecycle":
-            if total < 3:  # too short to ramp up and down
-                return None
-            # warm up for a quarter of the steps, but at least a step and a half: OneCycleLR divides by
-            # the length of each part, which must not round to zero on tiny runs
-            warmup = min(0.5, max(0.25, 1.5 / total))
-            return torch.optim.lr_scheduler.OneCycleLR(
-                optimizer, max_lr=max_lrs, total_steps=total, pct_start=warmup, cycle_momentum=False
-            )
-        if sched == "cosine":
-            warmup = min(total - 1, int(self.optim.warmup_epochs * per_epoch))
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
-            if warmup < 1:
-                return cosine
-            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup)
-            return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
-        if sched == "step":
-            return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, (self.trainer.max_epochs or 3) // 3))
-        if sched == "cyclical":
-            return torch.optim.lr_scheduler.CyclicLR(
-                optimizer,
-                base_lr=[lr / 10 for lr in max_lrs],
-                max_lr=max_lrs,
-                step_size_up=2 * per_epoch,
-                mode="triangular2",
-                cycle_momentum=False,
-            )
-        if sched == "constant":
-            return None
-        raise GraftcvError(f"Unknown schedule {sched!r}: choose onecycle, cosine, step, cyclical or constant.")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": schedule.interval}}

@@ -19,10 +19,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from torch.utils.data import DataLoader
 
 from graftcv.errors import GraftcvError
-from graftcv.strategies import Phase
 from graftcv.training.callbacks import BestWeights, EpochLog
 from graftcv.training.checkpoint import SafetensorsCheckpointIO
 from graftcv.training.module import TransferModule
+from graftcv.training.phase import Phase
 
 
 @dataclass

@@ -1,16 +1,21 @@
-"""Files of a comparison: compare.json, compare.csv, runs.csv, PNG plots and a self-contained compare.html."""
+"""Files of a comparison: compare.csv, runs.csv, compare.json, splits.json, PNG plots and compare.html."""
 
 from __future__ import annotations
 
-import base64
 import csv
+import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from graftcv.compare import SCRATCH, Comparison, headline, level_order
+from graftcv.atomic import write_bytes, write_json, write_text
+from graftcv.compare.protocol import SCRATCH, Split, level_words, splits_record
+from graftcv.compare.stats import Comparison, headline, level_order
+from graftcv.data import ImageSet
+from graftcv.pages import figure_png, new_figure, png_uri, render_page
 
 RUN_COLUMNS = [
     "strategy",
@@ -38,6 +43,7 @@ TABLE_METRICS = {
     "epochs_to_95": "epochs to 95%",
     "seconds_to_95": "seconds to 95%",
 }
+PLOT_DPI = 110
 
 
 def cell_text(entry: dict, metric: str) -> str:
@@ -53,6 +59,7 @@ def cell_text(entry: dict, metric: str) -> str:
 
 
 def missing_text(missing: list[dict]) -> str:
+    """One sentence naming the cells the budget left out ('' when none)."""
     if not missing:
         return ""
     cells = ", ".join(f"{m['strategy']}·{m['shots']}·split {m['split']}" for m in missing[:12])
@@ -71,18 +78,22 @@ def _clean(value):
     return value
 
 
+def write_splits(path: Path, images: ImageSet, splits: list[Split]) -> Path:
+    """splits.json: which images every split trains, chooses and is scored on (nothing reads it back)."""
+    return write_json(path, splits_record(images, splits))
+
+
+# --- plots -----------------------------------------------------------------------------------------
+
+
 def _style(strategy: str) -> dict:
     return {"linestyle": "--", "color": "black"} if strategy == SCRATCH else {}
 
 
-def plot_accuracy_vs_shots(table: list[dict], path: Path) -> Path:
+def plot_accuracy_vs_shots(table: list[dict]) -> Figure:
     """Test accuracy against labelled images per class, one line per strategy, 95% CI error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    figure = new_figure(7, 4.5)
+    ax = figure.add_subplot()
     for strategy in dict.fromkeys(entry["strategy"] for entry in table):
         entries = sorted((e for e in table if e["strategy"] == strategy), key=lambda e: e["images_per_class"])
         x = [e["images_per_class"] for e in entries]
@@ -99,10 +110,8 @@ def plot_accuracy_vs_shots(table: list[dict], path: Path) -> Path:
     ax.set_title("Accuracy vs labelled images (error bars: 95% CI over splits)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    figure.tight_layout()
+    return figure
 
 
 def _mean_curve(histories: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,17 +127,13 @@ def _mean_curve(histories: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np
     return epochs, acc, seconds
 
 
-def plot_curves(rows: list[dict], path: Path) -> Path:
+def plot_curves(rows: list[dict]) -> Figure:
     """Validation accuracy vs epoch and vs seconds at the largest shot level: transfer strategies vs scratch.
-    Probes have no epochs: a point at epoch 0 and at their fitting time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Closed-form strategies have no epochs: a point at epoch 0 and at their fitting time."""
     level = max({row["shots"] for row in rows}, key=level_order)
     at_level = [row for row in rows if row["shots"] == level]
-    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure = new_figure(11, 4.2)
+    by_epoch, by_time = figure.subplots(1, 2)
     for strategy in dict.fromkeys(row["strategy"] for row in at_level):
         runs = [row for row in at_level if row["strategy"] == strategy]
         histories = [row["history"] for row in runs if row.get("history")]
@@ -141,102 +146,75 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
             seconds = float(np.mean([row["train_seconds"] for row in runs]))
             by_epoch.plot([0], [acc], marker="*", markersize=12, linestyle="none", label=f"{strategy} (no epochs)")
             by_time.plot([seconds], [acc], marker="*", markersize=12, linestyle="none", label=f"{strategy}")
-    shots = "all training images" if level == "all" else f"{level} images per class"
+    shots = level_words(level)
     by_epoch.set(xlabel="epoch", ylabel="validation accuracy", title=f"Validation accuracy vs epoch ({shots})")
     by_time.set(xlabel="seconds of training", ylabel="validation accuracy", title="… vs training time")
     for ax in (by_epoch, by_time):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    figure.tight_layout()
+    return figure
+
+
+# --- tables and pages ------------------------------------------------------------------------------
+
+
+def _csv_text(columns: list[str], rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def write_csvs(comparison: Comparison) -> tuple[Path, Path]:
+    """compare.csv (one row per strategy × shot level) and runs.csv (one row per run)."""
     out = comparison.out_dir
-    table_path, runs_path = out / "compare.csv", out / "runs.csv"
     columns = ["strategy", "shots", "images_per_class", "n"] + [
         f"{metric}_{stat}" for metric in TABLE_METRICS for stat in ("mean", "std", "ci_low", "ci_high")
     ]
-    with table_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(comparison.table)
-    with runs_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in comparison.rows:
-            writer.writerow(row | {"chosen": json.dumps(row.get("chosen") or {})})
-    return table_path, runs_path
+    runs = [row | {"chosen": json.dumps(row.get("chosen") or {})} for row in comparison.rows]
+    return (
+        write_text(out / "compare.csv", _csv_text(columns, comparison.table)),
+        write_text(out / "runs.csv", _csv_text(RUN_COLUMNS, runs)),
+    )
 
 
-HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>graftcv compare · {{ data_name }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; }
-table { border-collapse: collapse; font-size: 0.85em; } td, th { border: 1px solid #ccc; padding: 4px 8px; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.headline { font-size: 1.1em; font-weight: 600; } .negative { color: #a00; } .missing { color: #a60; }
-img { max-width: 100%; } code { background: #f3f3f3; padding: 1px 4px; }
-</style></head><body>
-<h1>Strategies compared on {{ data_name }}</h1>
-<p>{{ protocol.mode }}, {{ protocol.splits }} splits, seed {{ protocol.seed }}; {{ protocol.images }} images,
-{{ protocol.class_counts | length }} classes; model <code>{{ settings.get("model", "default") }}</code>{% if
-settings.get("size") %} at {{ settings.size }} px{% endif %}. Scores are on held-out images no run trained or chose
-on; each cell is mean ± std [95% CI, t-distribution over splits].</p>
-<p class="headline {{ 'negative' if negative else '' }}">{{ headline }}</p>
-<ul>{% for v in verdicts %}<li class="{{ 'negative' if v.kind == 'negative-transfer' else '' }}">{{ v.sentence }}</li>
-{% endfor %}</ul>
-{% if missing %}<p class="missing">{{ missing }}</p>{% endif %}
-<table><tr><th>strategy</th><th>shots</th><th>img/class</th><th>n</th>
-{% for name in metrics.values() %}<th>{{ name }}</th>{% endfor %}</tr>
-{% for row in rows %}<tr><td>{{ row.strategy }}</td><td>{{ row.shots }}</td>
-<td class="num">{{ "%.1f" | format(row.images_per_class) }}</td><td class="num">{{ row.n }}</td>
-{% for cell in row.cells %}<td class="num">{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</table>
-{% for title, image in images %}<h2>{{ title }}</h2><img alt="{{ title }}" src="data:image/png;base64,{{ image }}">
-{% endfor %}
-<p><small>Scratch recipe: {{ protocol.scratch_recipe }}. Tuned: {{ protocol.tune or "nothing" }}.</small></p>
-</body></html>
-"""
-
-
-def write_html(comparison: Comparison, plots: dict[str, Path], headline: str) -> Path:
-    from jinja2 import Template
-
+def write_html(comparison: Comparison, plots: dict[str, bytes], sentence: str) -> Path:
+    """compare.html: self-contained (the plots are embedded), in the run report's style."""
     rows = [entry | {"cells": [cell_text(entry, metric) for metric in TABLE_METRICS]} for entry in comparison.table]
-    images = [(title, base64.b64encode(path.read_bytes()).decode()) for title, path in plots.items()]
-    html = Template(HTML, autoescape=True).render(
+    return render_page(
+        "compare.html.j2",
+        comparison.out_dir / "compare.html",
         data_name=Path(comparison.protocol["data"]).name,
         protocol=comparison.protocol,
         settings=comparison.settings,
-        headline=headline,
+        headline=sentence,
         negative=any(v["kind"] == "negative-transfer" for v in comparison.verdicts),
         verdicts=comparison.verdicts,
         missing=missing_text(comparison.missing),
         metrics=TABLE_METRICS,
         rows=rows,
-        images=images,
+        images=[(title, png_uri(png)) for title, png in plots.items()],
+        out_dir=str(comparison.out_dir),
     )
-    path = comparison.out_dir / "compare.html"
-    path.write_text(html, encoding="utf-8")
-    return path
 
 
 def write_outputs(comparison: Comparison) -> dict[str, Path]:
-    """Every file of a comparison; plots only when some run finished."""
+    """Every file of a comparison's results; plots only when some run finished."""
     out = comparison.out_dir
     sentence = headline(comparison.verdicts)
     files: dict[str, Path] = {}
     files["table_csv"], files["runs_csv"] = write_csvs(comparison)
-    plots: dict[str, Path] = {}
+    plots: dict[str, bytes] = {}
     if comparison.rows:
-        plots["Accuracy vs labelled images per class"] = plot_accuracy_vs_shots(
-            comparison.table, out / "accuracy_vs_shots.png"
-        )
-        plots["Validation accuracy vs epoch and vs seconds"] = plot_curves(comparison.rows, out / "curves.png")
-    files |= {path.stem: path for path in plots.values()}
+        figures = {
+            ("accuracy_vs_shots", "Accuracy vs labelled images per class"): plot_accuracy_vs_shots(comparison.table),
+            ("curves", "Validation accuracy vs epoch and vs seconds"): plot_curves(comparison.rows),
+        }
+        for (name, title), figure in figures.items():
+            plots[title] = figure_png(figure, dpi=PLOT_DPI)
+            files[name] = write_bytes(out / f"{name}.png", plots[title])
     record = {
         "protocol": comparison.protocol,
         "settings": comparison.settings,
@@ -246,7 +224,6 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
         "table": comparison.table,
         "runs": comparison.rows,
     }
-    files["json"] = out / "compare.json"
-    files["json"].write_text(json.dumps(_clean(record), indent=2, default=str))
+    files["json"] = write_json(out / "compare.json", _clean(record))
     files["html"] = write_html(comparison, plots, sentence)
     return files

@@ -1,0 +1,52 @@
+"""Atomic file writes: the new content goes to a hidden sibling, is flushed to disk, then renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file or a directory entry to disk (directories cannot be opened on Windows: skipped there)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """`with replacing(path) as staging:` write `staging` any way you like; on success it replaces `path` in
+    one rename, so a reader (or a process killed mid-write) only ever sees the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    try:
+        yield staging
+        fsync_path(staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with replacing(path) as staging:
+        staging.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data: object) -> Path:
+    return write_text(path, json.dumps(data, indent=2, default=str))

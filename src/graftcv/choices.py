@@ -1,0 +1,28 @@
+"""Which names each registry-backed setting accepts: CLI help and config validation read them from here."""
+
+from __future__ import annotations
+
+from graftcv.config import REGISTRY_CHOICES, TrainConfig
+from graftcv.errors import GraftcvError
+from graftcv.heads import HEADS
+from graftcv.registry import Registry
+from graftcv.strategies import STRATEGIES
+from graftcv.training.optim import OPTIMIZERS, SCHEDULES
+
+REGISTRIES: dict[str, Registry] = {
+    "strategy": STRATEGIES,
+    "head": HEADS,
+    "optimizer": OPTIMIZERS,
+    "schedule": SCHEDULES,
+}
+assert set(REGISTRIES) == set(REGISTRY_CHOICES)
+
+
+def check_choices(config: TrainConfig) -> TrainConfig:
+    """Every registry-backed setting names a registered item, or one sentence says which ones exist."""
+    for name, registry in REGISTRIES.items():
+        value = getattr(config, name)
+        if value not in registry:
+            flag = f"--{name.replace('_', '-')}"
+            raise GraftcvError(f"Unknown {registry.kind} {value!r}: {flag} takes one of {', '.join(registry)}.")
+    return config

@@ -1,0 +1,22 @@
+"""The `graftcv` command line: a thin face over the Python API (`graftcv.cli:main` is the console script)."""
+
+from graftcv.cli import delivery, inference, training
+from graftcv.cli.application import app, err, main, out
+
+# Registered here, in the order `graftcv --help` lists them.
+for _command in (
+    training.train,
+    training.compare,
+    training.demo,
+    inference.predict,
+    delivery.export,
+    delivery.serve,
+    inference.evaluate,
+    delivery.models,
+    inference.explain,
+    training.report,
+):
+    app.command()(_command)
+app.command("lr-find")(training.lr_find)
+
+__all__ = ["app", "err", "main", "out"]

@@ -1,0 +1,123 @@
+"""The commands that use a saved model: `predict`, `evaluate` and `explain`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from graftcv.cli.application import out
+from graftcv.cli.tables import (
+    CAM_SCORES_NOTE,
+    SHOWN_ROWS,
+    cam_scores_table,
+    explanations_table,
+    predictions_table,
+    report_table,
+    summary_line,
+)
+from graftcv.errors import GraftcvError
+from graftcv.explain.cams import user_methods
+
+ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
+
+
+def predict(
+    model_dir: ModelDir,
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders")],
+    topk: Annotated[int, typer.Option(help="Classes to show per image")] = 1,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write predictions to this CSV")] = None,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    runtime: Annotated[
+        str, typer.Option(help="torch | onnx (the exported model.onnx; also chosen by passing MODEL/model.onnx)")
+    ] = "torch",
+) -> None:
+    """Predict the class of each image with a saved model."""
+    import graftcv
+
+    model = graftcv.load(model_dir, runtime=runtime)
+    results = model.predict([str(p) for p in images], topk=topk, batch_size=batch_size, progress=True)
+    out.print(predictions_table(results, topk, len(model.classes)))
+    if len(results) > SHOWN_ROWS:
+        out.print(f"… {len(results) - SHOWN_ROWS} more")
+    if csv_path:
+        write_predictions(csv_path, results)
+        out.print(f"wrote {csv_path}")
+
+
+def write_predictions(path: Path, results: list[dict]) -> None:
+    """path, class1, prob1, class2, prob2, ...: one row per image."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        k = len(results[0]["top"])
+        writer.writerow(["path", *[f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")]])
+        for row in results:
+            writer.writerow([row["path"], *[v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]])
+
+
+def evaluate(
+    model_dir: ModelDir,
+    data: Annotated[Path, typer.Argument(help="Labelled images: ROOT/CLASS/* or a path,label CSV")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the JSON and CSV files (default MODEL/evaluation/DATA)")
+    ] = None,
+) -> None:
+    """Score a saved model on labelled images: per-class table, confusion matrix, calibration."""
+    import graftcv
+    from graftcv.rundir import evaluation_dir, write_evaluation
+
+    model = graftcv.load(model_dir)
+    report = model.evaluate(data, progress=True)
+    out.print(report_table(report, title=f"{model_dir} on {data}"))
+    out.print(summary_line(report))
+    paths = write_evaluation(report, out_dir or evaluation_dir(model_dir, data))
+    out.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+def explain(
+    model_dir: ModelDir,
+    images: Annotated[list[Path], typer.Argument(help="Image files or folders (CLASS folders give true labels)")],
+    method: Annotated[str, typer.Option(help=" | ".join(user_methods()))] = "gradcam",
+    target: Annotated[str, typer.Option(help="The class the map explains: pred | true | a class name")] = "pred",
+    layer: Annotated[str | None, typer.Option(help="Target module name (default: the last feature map)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the PNGs and cam_scores.json go")] = Path("explain"),
+    score: Annotated[bool, typer.Option("--score", help="Measure CAM quality against a random CAM")] = False,
+    masks: Annotated[Path | None, typer.Option(help="Folder of binary object masks named like the images")] = None,
+    boxes: Annotated[Path | None, typer.Option(help="CSV of object boxes: path,x0,y0,x1,y1")] = None,
+    limit: Annotated[int | None, typer.Option(help="Explain at most N images, spread over the list")] = None,
+) -> None:
+    """Class activation maps: one PNG per image (image | heat map | overlay); --score measures their quality."""
+    import graftcv
+    from graftcv.data import evenly_spaced, list_images
+    from graftcv.explain.render import render_cam
+
+    if masks is not None and boxes is not None:
+        raise GraftcvError("Give object annotations either as --masks or as --boxes, not both.")
+    model = graftcv.load(model_dir)
+    paths, _ = list_images([str(p) for p in images])
+    results = model.explain([str(p) for p in evenly_spaced(paths, limit)], method=method, target=target, layer=layer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, used = [], set()
+    for result in results:
+        png = render_cam(result, out_dir / png_name(result.name, used))
+        rows.append((Path(result.name).name, f"{result.predicted} {result.probability:.3f}", result.target, str(png)))
+    out.print(explanations_table(rows) if len(rows) <= SHOWN_ROWS else f"wrote {len(rows)} PNGs to {out_dir}")
+    if score or masks or boxes:
+        scores = model.score_explanations(results, masks=masks, boxes=boxes)
+        out.print(cam_scores_table(scores))
+        out.print(CAM_SCORES_NOTE)
+        (out_dir / "cam_scores.json").write_text(json.dumps(scores, indent=2))
+        out.print(f"wrote {out_dir / 'cam_scores.json'}")
+
+
+def png_name(name: str, used: set[str]) -> str:
+    """IMAGE.png, or FOLDER-IMAGE.png when another folder already gave that name."""
+    path = Path(name)
+    candidates = [f"{path.stem}.png", f"{path.parent.name}-{path.stem}.png"]
+    candidates += [f"{path.parent.name}-{path.stem}-{n}.png" for n in range(2, len(used) + 3)]
+    chosen = next(c for c in candidates if c not in used)
+    used.add(chosen)
+    return chosen

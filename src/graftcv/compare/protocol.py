@@ -1,0 +1,238 @@
+"""The protocol: pooled images, outer splits with validation sets and shot subsets, and each cell's settings."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+
+from graftcv.data import ImageSet, read_labelled, warn_skipped
+from graftcv.data.discovery import SPLIT_ALIASES
+from graftcv.errors import GraftcvError
+from graftcv.strategies import STRATEGIES, Strategy
+
+SCRATCH = "scratch"  # the strategy every other one is compared against
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Split:
+    """One outer split, as indices into the pooled images: training pool, validation, held-out test,
+    and the class-balanced training subset for every shot level (nested: each K contains every smaller K)."""
+
+    index: int
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    subsets: dict[str, np.ndarray]
+
+
+# --- input -----------------------------------------------------------------------------------------
+
+
+def pooled_images(data: str | Path) -> ImageSet:
+    """Every labelled image under `data` (absolute paths): train/val/test folders are pooled, because compare
+    draws its own folds; otherwise ROOT/CLASS/* or a path,label CSV."""
+    root = Path(data).expanduser()
+    if not root.exists():
+        raise GraftcvError(f"Data path {root} does not exist.")
+    sources = [root]
+    if root.is_dir():
+        children = {child.name.lower(): child for child in root.iterdir() if child.is_dir()}
+        if any(alias in children for alias in SPLIT_ALIASES["train"]):
+            sources = [children[a] for aliases in SPLIT_ALIASES.values() for a in aliases if a in children]
+    pooled = ImageSet()
+    for source in sources:
+        images, skipped = read_labelled(source)
+        warn_skipped(skipped)
+        pooled.paths.extend(Path(path).resolve() for path in images.paths)
+        pooled.labels.extend(images.labels)
+    if len(pooled.counts()) < 2:
+        raise GraftcvError(f"{data} has only one class: at least two are needed to compare classifiers.")
+    return pooled
+
+
+def parse_shots(text: str | Iterable | None) -> list[str]:
+    """'1,2,4,all' → ['1', '2', '4', 'all'] sorted, 'all' last; None → ['all']."""
+    if text is None or text == "":
+        return [ALL]
+    items = [str(t).strip().lower() for t in (text.split(",") if isinstance(text, str) else text)]
+    counts = set()
+    for item in items:
+        if item == ALL:
+            continue
+        if not item.isdigit() or int(item) < 1:
+            raise GraftcvError(f"--shots takes positive image counts per class or 'all', not {item!r}.")
+        counts.add(int(item))
+    return [str(k) for k in sorted(counts)] + ([ALL] if ALL in items else [])
+
+
+def parse_list(text: str | Iterable | None) -> list[str]:
+    """'a, b,,c' or an iterable → ['a', 'b', 'c']; None → []."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
+def level_words(level: str) -> str:
+    return "all training images" if level == ALL else f"{level} image{'s' if level != '1' else ''} per class"
+
+
+# --- splits ----------------------------------------------------------------------------------------
+
+
+def _stratified(splitter, labels: np.ndarray, what: str):
+    try:
+        return list(splitter.split(np.zeros(len(labels)), labels))
+    except ValueError as error:  # scikit-learn: too few members of a class, or a test set smaller than the classes
+        raise GraftcvError(f"Cannot draw the {what}: {str(error).splitlines()[0]}") from None
+
+
+def build_splits(
+    labels: list[str],
+    folds: int | None = None,
+    repeats: int | None = None,
+    shots: list[str] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+) -> list[Split]:
+    """Outer splits (stratified k-fold, or `repeats` stratified shuffle splits), each with a validation set
+    drawn from its training part and class-balanced shot subsets drawn from the rest, once per split.
+
+    Everything depends on `seed` and the labels only, never on the strategy, so every strategy sees the
+    same training subsets, the same validation images and the same held-out images.
+    """
+    y = np.asarray(labels)
+    classes, counts = np.unique(y, return_counts=True)
+    smallest = classes[np.argmin(counts)]
+    if folds is not None and repeats is not None:
+        raise GraftcvError("Choose --folds (k-fold cross-validation) or --repeats (repeated splits), not both.")
+    if repeats is not None:
+        if repeats < 1:
+            raise GraftcvError("--repeats must be at least 1.")
+        if not 0.0 < test_fraction < 1.0:
+            raise GraftcvError(f"--test-fraction must be between 0 and 1, got {test_fraction}.")
+        outer = StratifiedShuffleSplit(n_splits=repeats, test_size=test_fraction, random_state=seed)
+    else:
+        folds = 5 if folds is None else folds
+        if folds < 2:
+            raise GraftcvError("--folds must be at least 2.")
+        if folds > counts.min():
+            raise GraftcvError(f"--folds {folds} is more than the {counts.min()} images of class {smallest!r}.")
+        outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    if not 0.0 < val_fraction < 1.0:
+        raise GraftcvError(f"--val-fraction must be between 0 and 1, got {val_fraction}.")
+    levels = shots or [ALL]
+    splits = []
+    for index, (train_part, test) in enumerate(_stratified(outer, y, "outer splits")):
+        inner = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed + index)
+        (fit_rows, val_rows), *_ = _stratified(inner, y[train_part], f"validation set of split {index}")
+        train, val = train_part[fit_rows], train_part[val_rows]
+        subsets = shot_subsets(y, train, levels, np.random.default_rng([seed, index]), index)
+        splits.append(Split(index, np.sort(train), np.sort(val), np.sort(test), subsets))
+    return splits
+
+
+def shot_subsets(
+    y: np.ndarray, train: np.ndarray, levels: list[str], rng: np.random.Generator, index: int
+) -> dict[str, np.ndarray]:
+    """K images of each class for every level K: one random order per class, cut at K, so the subsets nest."""
+    orders = {c: rng.permutation(train[y[train] == c]) for c in np.unique(y)}
+    subsets = {}
+    for level in levels:
+        if level == ALL:
+            subsets[level] = np.sort(train)
+            continue
+        k = int(level)
+        short = [c for c, members in orders.items() if len(members) < k]
+        if short:
+            have = len(orders[short[0]])
+            raise GraftcvError(
+                f"--shots {k} needs {k} training images of every class, but class {short[0]!r} has only {have} "
+                f"in split {index} after holding out test and validation images."
+            )
+        subsets[level] = np.sort(np.concatenate([orders[c][:k] for c in sorted(orders)]))
+    return subsets
+
+
+def splits_record(images: ImageSet, splits: list[Split]) -> dict:
+    """Every split's image paths (train, val, test, and the training images of each shot level), for people."""
+
+    def paths(rows: np.ndarray) -> list[str]:
+        return [str(images.paths[i]) for i in rows]
+
+    return {
+        "splits": [
+            {
+                "index": split.index,
+                "train": paths(split.train),
+                "val": paths(split.val),
+                "test": paths(split.test),
+                "shots": {level: paths(rows) for level, rows in split.subsets.items()},
+            }
+            for split in splits
+        ]
+    }
+
+
+# --- strategies and their settings ---------------------------------------------------------------
+
+# Nested tuning: the small grid tried around each setting's base value.
+TUNABLE = ("lr", "epochs", "unfreeze")
+
+
+def check_strategies(names: list[str]) -> list[Strategy]:
+    """The registered strategies named, in order; an unknown name is one sentence."""
+    if not names:
+        raise GraftcvError(f"No strategy to compare: choose among {', '.join(STRATEGIES)}.")
+    return [STRATEGIES.lookup(name) for name in names]
+
+
+def check_tune(names: list[str]) -> list[str]:
+    bad = [name for name in names if name not in TUNABLE]
+    if bad:
+        raise GraftcvError(f"--tune {bad[0]!r} is not tunable: choose among {', '.join(TUNABLE)}.")
+    return names
+
+
+def strategy_settings(strategy: str, common: dict, scratch_epochs: int) -> dict:
+    """The settings `fit` gets for a strategy: the shared ones less those the strategy fixes itself. The shared
+    settings are for the transfer strategies: the scratch baseline keeps its own recipe (lr and defaults, which
+    `fit` applies) and trains for `scratch_epochs`."""
+    spec = STRATEGIES.lookup(strategy)
+    dropped = set(spec.fixed)
+    if strategy == SCRATCH:
+        dropped |= {"epochs", "lr", *spec.defaults}
+    settings = {k: v for k, v in common.items() if k not in dropped}
+    if strategy == SCRATCH:
+        settings["epochs"] = scratch_epochs
+    return settings | {"strategy": strategy}
+
+
+def scratch_recipe(scratch_epochs: int) -> dict:
+    """What the registry's scratch strategy brings, as protocol.json records it."""
+    spec = STRATEGIES.lookup(SCRATCH)
+    return {"epochs": scratch_epochs, "lr": spec.lr, "defaults": dict(spec.defaults), "fixed": dict(spec.fixed)}
+
+
+def tuning_grid(strategy: str, tune: list[str], settings: dict) -> list[dict]:
+    """The candidates nested tuning tries for one strategy: a product of small grids around the base values
+    (settings the strategy cannot tune are left out, so closed-form strategies are never tuned)."""
+    spec = STRATEGIES.lookup(strategy)
+    names = [] if spec.closed_form else [name for name in tune if name in spec.tunable and name in TUNABLE]
+    if not names:
+        return []
+    lr = float(settings["lr"]) if isinstance(settings.get("lr"), (int, float)) else spec.lr or 1e-3
+    epochs = settings.get("epochs") or spec.epochs or 1
+    values = {
+        "lr": [lr / 3, lr, lr * 3],
+        "epochs": sorted({max(1, epochs // 2), epochs, epochs * 2}),
+        "unfreeze": [1, 2, 4],
+    }
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(values[n] for n in names))]

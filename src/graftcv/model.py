@@ -1,0 +1,182 @@
+"""The inference model: `load` a saved artifact (PyTorch or ONNX runtime), then predict, evaluate, explain, save."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from graftcv.artifact import Classifier, build_classifier, read_artifact, read_meta, save_artifact
+from graftcv.data import (
+    ImageDataset,
+    ImageSet,
+    build_transform,
+    decode_size,
+    inference_workers,
+    list_images,
+    make_loader,
+    read_labelled,
+    warn_skipped,
+)
+from graftcv.errors import GraftcvError
+from graftcv.evaluation import classification_report
+from graftcv.progress import image_progress
+
+log = logging.getLogger("graftcv")
+ImageInput = str | Path | Image.Image | list
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def default_device(preferred: str | None = None) -> torch.device:
+    if preferred:
+        return torch.device(preferred)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Model:
+    """A trained classifier: `predict` images, `evaluate` on labelled data, `save` as an artifact."""
+
+    def __init__(
+        self,
+        network: Classifier | None,
+        meta: dict,
+        device: str | None = None,
+        runner: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """`runner`, when given, turns normalised image batches into probabilities instead of `network`
+        (an onnxruntime session, for `load(..., runtime="onnx")`)."""
+        self.device = default_device(device)
+        self.network = None
+        if network is not None:
+            self.network = network.eval().to(self.device).to(memory_format=torch.channels_last)
+        self.runner = runner
+        self.runtime = "onnx" if runner is not None else "torch"
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self.data_config: dict = meta["data_config"]
+
+    def _tensors(self, images: list[Image.Image]) -> torch.Tensor:
+        transform = build_transform(self.data_config)
+        return torch.stack([transform(image.convert("RGB")) for image in images])
+
+    @torch.inference_mode()
+    def _probs(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.runner is not None:
+            return self.runner(batch)
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.network(batch).float().cpu()
+
+    def predict_proba(
+        self, images: ImageInput, batch_size: int = 32, progress: bool = False, num_workers: int | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """Class probabilities (n, C) and the name of each image (its path, or its index for PIL images)."""
+        items = images if isinstance(images, list) else [images]
+        if items and all(isinstance(i, Image.Image) for i in items):
+            probs = [self._probs(self._tensors(items[i : i + batch_size])) for i in range(0, len(items), batch_size)]
+            return torch.cat(probs).numpy(), [str(i) for i in range(len(items))]
+        paths, skipped = list_images(items)
+        warn_skipped(skipped)
+        dataset = ImageDataset(paths, None, build_transform(self.data_config), draft_size=decode_size(self.data_config))
+        workers = 0 if len(paths) <= batch_size else (inference_workers() if num_workers is None else num_workers)
+        loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
+        out = []
+        with image_progress(progress) as bar:
+            task = bar.add_task("predict", total=len(paths))
+            for batch, _ in loader:
+                out.append(self._probs(batch))
+                bar.advance(task, len(batch))
+        return torch.cat(out).numpy(), [str(p) for p in paths]
+
+    def predict(self, images: ImageInput, topk: int = 1, batch_size: int = 32, progress: bool = False) -> list[dict]:
+        """One dict per image: `path`, `class`, `probability`, and `top` (the k best classes)."""
+        probs, names = self.predict_proba(images, batch_size=batch_size, progress=progress)
+        k = max(1, min(topk, len(self.classes)))
+        results = []
+        for name, row in zip(names, probs, strict=True):
+            order = np.argsort(-row)[:k]
+            top = [{"class": self.classes[i], "probability": float(row[i])} for i in order]
+            results.append({"path": name, "class": top[0]["class"], "probability": top[0]["probability"], "top": top})
+        return results
+
+    def evaluate(self, data: str | Path, batch_size: int = 32, progress: bool = False) -> dict:
+        """Metrics on a labelled folder (CLASS/image) or CSV; labels unknown to the model are an error."""
+        images, skipped = read_labelled(data)
+        warn_skipped(skipped)
+        unknown = sorted(set(images.labels) - set(self.classes))
+        if unknown:
+            raise GraftcvError(f"{data} has classes the model does not know: {', '.join(unknown[:5])}.")
+        report = self.evaluate_images(images, batch_size=batch_size, progress=progress)
+        report["skipped_files"] = len(skipped)
+        return report
+
+    def evaluate_images(self, images: ImageSet, batch_size: int = 32, progress: bool = False) -> dict:
+        probs, _ = self.predict_proba(images.paths, batch_size=batch_size, progress=progress)
+        return classification_report(np.array(images.targets(self.classes)), probs, self.classes)
+
+    def explain(
+        self,
+        images: ImageInput,
+        method: str = "gradcam",
+        target: str = "pred",
+        layer: str | None = None,
+        labels: list[str | None] | None = None,
+        batch_size: int = 8,
+    ) -> list:
+        """Class activation maps, one `CamResult` per image: `image` (H, W, 3) uint8 as the network saw it,
+        `cam` (H, W) in [0, 1], `predicted`, `probability`, `target` (pred, true or a class name)."""
+        from graftcv.explain import explain_images
+
+        if self.network is None:
+            raise GraftcvError("CAMs need the PyTorch model: load it with runtime='torch', not 'onnx'.")
+        return explain_images(
+            self.network, self.data_config, self.classes, images, method, target, layer, labels, batch_size
+        )
+
+    def score_explanations(
+        self, results: list, masks: str | Path | None = None, boxes: str | Path | None = None
+    ) -> dict:
+        """CAM quality of `explain` results: ROAD and confidence change against a random CAM, and with
+        `masks` (folder of binary masks) or `boxes` (path,x0,y0,x1,y1 CSV) pointing game, energy inside, IoU."""
+        from graftcv.explain.pipeline import annotation_masks, score_results
+
+        objects = annotation_masks(results, self.data_config, masks, boxes)
+        return score_results(self.network, self.data_config, self.classes, results, objects)
+
+    def save(self, path: str | Path) -> Path:
+        if self.network is None:
+            raise GraftcvError("A model loaded with runtime='onnx' cannot be saved; load it with runtime='torch'.")
+        probe = self.network.probe
+        meta = {k: v for k, v in self.meta.items() if k not in ("probe", "onnx")}  # an export belongs to its files
+        return save_artifact(path, self.network.backbone, meta, probe)
+
+
+def load(
+    path: str | Path,
+    device: str | None = None,
+    runtime: str = "torch",
+    threads: int | None = None,
+    explainable: bool = False,
+) -> Model:
+    """A saved model directory (model.safetensors + graftcv.json); never unpickles anything.
+
+    `runtime="onnx"` (or a path to model.onnx) runs the exported model.onnx with onnxruntime; `"auto"` does so
+    when the model has been exported. `explainable=True` loads the PyTorch network beside an ONNX runtime, so
+    that `explain` works too (what `graftcv serve` needs); `threads` is onnxruntime's thread count."""
+    if runtime not in RUNTIMES:
+        raise GraftcvError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
+    if Path(path).suffix.lower() == ".onnx":
+        runtime = "onnx"
+    elif runtime == "auto":
+        runtime = "onnx" if isinstance(read_meta(path)[1].get("onnx"), dict) else "torch"
+    if runtime == "torch":
+        tensors, meta = read_artifact(path)
+        return Model(build_classifier(tensors, meta), meta, device=device)
+    from graftcv.runtime import open_onnx
+
+    runner, meta = open_onnx(path, threads=threads)
+    network = build_classifier(*read_artifact(path)) if explainable else None
+    return Model(network, meta, device=device, runner=runner)

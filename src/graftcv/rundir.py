@@ -1,0 +1,166 @@
+"""The run directory: every file name and format that fit writes and report, export, compare and evaluate read."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from graftcv.atomic import write_json, write_text
+from graftcv.data import ImageSet
+
+CONFIG = "config.json"  # every setting, resolved; written before training starts
+METRICS = "metrics.csv"  # one row per epoch
+SUMMARY = "summary.json"  # written last: its presence means the run finished
+REPORT = "report.html"
+MODEL = "model"
+CHECKPOINTS = "checkpoints"
+EVALUATION = "evaluation"  # MODEL/evaluation/<data name>/ holds `graftcv evaluate` results
+HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "val_loss", "val_acc", "lr", "trainable_groups", "seconds"]
+PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
+
+
+def data_name(data: object) -> str:
+    return Path(str(data)).resolve().name or "data"
+
+
+def default_run_dir(*parts: str) -> Path:
+    """runs/PART-PART-<time>, e.g. runs/photos-finetune-20261201-101500."""
+    return Path("runs") / "-".join([*parts, datetime.now().strftime("%Y%m%d-%H%M%S")])
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object, or None when it is missing or broken (readers of old or partial runs)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def read_csv(path: Path) -> list[dict] | None:
+    try:
+        with path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+
+
+def _csv_text(header: list[str], rows: list[list]) -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_evaluation(report: dict, out_dir: str | Path, prefix: str = "") -> dict[str, Path]:
+    """PREFIXmetrics.json, PREFIXper_class.csv and PREFIXconfusion_matrix.csv of a classification report."""
+    out = Path(out_dir)
+    paths = {
+        "json": out / f"{prefix}metrics.json",
+        "per_class": out / f"{prefix}per_class.csv",
+        "confusion": out / f"{prefix}confusion_matrix.csv",
+    }
+    write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    write_text(
+        paths["per_class"],
+        _csv_text(PER_CLASS_COLUMNS, [[r[k] for k in PER_CLASS_COLUMNS] for r in report["per_class"]]),
+    )
+    names = [row["class"] for row in report["per_class"]]
+    matrix = [[name, *counts] for name, counts in zip(names, report["confusion_matrix"], strict=True)]
+    write_text(paths["confusion"], _csv_text(["true\\pred", *names], matrix))
+    return paths
+
+
+def evaluation_dir(model_dir: str | Path, data: str | Path) -> Path:
+    return Path(model_dir) / EVALUATION / data_name(data)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run's folder; `split` is "val" or "test" (the evaluated sets)."""
+
+    path: Path
+
+    @classmethod
+    def around_model(cls, model_dir: str | Path) -> RunDir:
+        """The run directory a model directory sits in (RUN/model)."""
+        return cls(Path(model_dir).expanduser().resolve().parent)
+
+    @property
+    def model(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @property
+    def report(self) -> Path:
+        return self.path / REPORT
+
+    def finished(self) -> bool:
+        return (self.path / SUMMARY).exists()
+
+    def has_config(self) -> bool:
+        return (self.path / CONFIG).is_file()
+
+    # --- writers ---------------------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        write_json(self.path / CONFIG, config)
+
+    def update_config(self, **fields: object) -> None:
+        self.write_config((self.config() or {}) | fields)
+
+    def write_history(self, rows: list[dict]) -> None:
+        write_text(
+            self.path / METRICS, _csv_text(HISTORY_COLUMNS, [[row.get(c, "") for c in HISTORY_COLUMNS] for row in rows])
+        )
+
+    def write_evaluation(
+        self, split: str, report: dict, images: ImageSet, probs: np.ndarray, classes: list[str]
+    ) -> None:
+        """SPLIT_metrics.json, SPLIT_per_class.csv, SPLIT_confusion_matrix.csv and SPLIT_predictions.csv: one row
+        per image with its path, true label, predicted label, its probability, then every class's."""
+        write_evaluation(report, self.path, prefix=f"{split}_")
+        rows = []
+        for image, label, row in zip(images.paths, images.labels, probs, strict=True):
+            best = int(np.argmax(row))
+            rows.append([str(image), label, classes[best], f"{row[best]:.6f}", *(f"{p:.6f}" for p in row)])
+        write_text(
+            self.path / f"{split}_predictions.csv",
+            _csv_text(["path", "label", "predicted", "probability", *classes], rows),
+        )
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.path / SUMMARY, summary)
+
+    # --- readers (None for a missing or broken file) ------------------------------------------------------
+    def config(self) -> dict | None:
+        return read_json(self.path / CONFIG)
+
+    def summary(self) -> dict | None:
+        return read_json(self.path / SUMMARY)
+
+    def history(self) -> list[dict] | None:
+        return read_csv(self.path / METRICS)
+
+    def metrics(self, split: str) -> dict | None:
+        return read_json(self.path / f"{split}_metrics.json")
+
+    def predictions(self, split: str) -> list[dict] | None:
+        return read_csv(self.path / f"{split}_predictions.csv")
+
+    def recorded_data(self) -> Path | None:
+        """The training data folder recorded in config.json, when it is still there."""
+        data = (self.config() or {}).get("data")
+        if not isinstance(data, str):
+            return None
+        path = Path(data)
+        return path if path.is_dir() else None
