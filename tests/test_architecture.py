@@ -13,6 +13,7 @@ LAYERS = {
         "strategies",
         "choices",
         "features",
+        "feature_onnx",
         "training",
         "heads",
         "explain",
@@ -110,3 +111,16 @@ def test_no_module_over_400_lines():
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long
+
+
+def test_the_cli_and_the_registries_import_nothing_heavy():
+    """`graftcv --help`, its options' choices and usage errors need no torch, timm, Lightning or scikit-learn."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, graftcv.cli, graftcv.choices, graftcv.explain.methods\n"
+        "print(sorted(m for m in ('torch', 'timm', 'lightning', 'sklearn', 'pytorch_grad_cam') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -313,3 +313,63 @@ def test_strong_augmentation_survives_every_operation_at_its_largest_magnitude()
     for op in rand_augment.ops:
         op.prob, op.magnitude, op.magnitude_std = 1.0, 100.0, 0.0  # clipped to the preset's upper bound
         assert op(image).size == image.size, op.name
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_wide_images_are_stretched_to_8_bits_not_clipped(tmp_path, mode):
+    from graftcv.data.images import to_rgb
+    from graftcv.serve.uploads import Limits, decode_image
+
+    ramp = np.linspace(1000, 4000, 64 * 48).reshape(48, 64)  # a 12-bit scan in 16 bits: all above 255
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    image = Image.fromarray(ramp.astype(dtype))
+    assert image.mode == mode
+    rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    assert rgb.min() == 0 and rgb.max() == 255 and (rgb == 255).mean() < 0.01  # PIL's convert: ~100% white
+    assert (np.diff(rgb[:, :, 0].ravel().astype(int)) >= 0).all()  # brighter stays brighter
+    if mode == "I;16":  # the same pixels from a file, through every decoder
+        path = tmp_path / "scan.png"
+        image.save(path)
+        assert Image.open(path).mode.startswith("I")
+        assert np.array_equal(np.asarray(load_rgb(path)), rgb)
+        assert np.array_equal(np.asarray(decode_image(path.read_bytes(), "scan.png", Limits())), rgb)
+    flat = Image.fromarray(np.full((8, 8), 3000, dtype=dtype))
+    assert np.asarray(to_rgb(flat)).max() == 0  # one value: black, not a division by zero
+
+
+def test_the_same_image_twice_never_straddles_the_split(tmp_path, caplog):
+    import logging
+    import shutil
+
+    root = tmp_path / "images"
+    rows = []
+    for c, label in enumerate(("a", "b")):
+        for i in range(8):
+            rows.append(f"{write_image(root / f'{label}{i}.png', COLOURS[c], seed=10 * c + i).name},{label}")
+    for label in ("a", "b"):  # byte-identical copies under other names
+        for i in range(3):
+            shutil.copy(root / f"{label}{i}.png", root / f"copy-{label}{i}.png")
+            rows.append(f"copy-{label}{i}.png,{label}")
+    (root / "data.csv").write_text("path,label\n" + "\n".join(rows + rows[:8]) + "\n")  # 8 rows twice
+    with caplog.at_level(logging.WARNING, logger="graftcv"):
+        splits = discover(root / "data.csv", val_fraction=0.5, seed=0)
+    assert "8 repeated path(s) dropped" in caplog.text and "6 byte-identical" in caplog.text
+    assert splits.duplicates == {"repeated_paths": 8, "identical_files": 6, "copies_dropped": 0}
+    assert len(splits.train) + len(splits.val) == 22  # 16 images + 6 copies, each once
+    contents = {split: {p.read_bytes() for p in getattr(splits, split).paths} for split in ("train", "val")}
+    assert not contents["train"] & contents["val"]
+    assert not set(splits.train.paths) & set(splits.val.paths)
+
+
+def test_a_given_validation_set_loses_its_copies_of_training_images(make_split_folder, caplog):
+    import logging
+    import shutil
+
+    root = make_split_folder(classes=2, n_train=5, n_val=3)
+    first = sorted((root / "train" / "class_0").iterdir())[0]
+    shutil.copy(first, root / "val" / "class_0" / "copy.jpg")
+    with caplog.at_level(logging.WARNING, logger="graftcv"):
+        splits = discover(root)
+    assert splits.duplicates["copies_dropped"] == 1 and len(splits.val) == 6
+    assert "copies of earlier ones" in caplog.text

@@ -21,8 +21,11 @@ import graftcv
 import graftcv.cli
 from graftcv.artifact import Classifier
 from graftcv.errors import GraftcvError
-from graftcv.explain import CamExplainer, find_target_layer, localization_scores, user_methods
+from graftcv.explain.cams import CamExplainer
+from graftcv.explain.layers import find_target_layer
+from graftcv.explain.methods import user_methods
 from graftcv.explain.pipeline import CamResult, annotation_masks, score_results
+from graftcv.explain.quality import localization_scores
 from graftcv.explain.render import caption, render_cam
 from graftcv.model import Model
 

@@ -155,3 +155,32 @@ def test_damaged_index_is_ignored_and_recomputed(setup, monkeypatch, _isolated_c
     for index in (_isolated_cache / "features").glob("*/*.json"):
         index.write_text("{not json")
     _assert_recomputed(model, paths, config, model_id, monkeypatch, len(paths))
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "truncate", "no-checksum"])
+def test_a_damaged_cache_entry_is_recomputed_with_one_warning(setup, _isolated_cache, caplog, damage):
+    import json
+    import logging
+
+    model, paths, config, model_id = setup
+    first = np.asarray(_extract(model, paths, config, model_id)).copy()
+    (shard,) = _isolated_cache.rglob("*.npy")
+    index = shard.with_suffix(".json")
+    if damage == "overwrite":  # the numbers changed, the file's size did not
+        data = np.load(shard)
+        np.save(shard, data * 0.5)
+    elif damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:200])
+    else:  # an entry from before checksums
+        record = json.loads(index.read_text())
+        record.pop("sha256")
+        index.write_text(json.dumps(record))
+    stats = FeatureStats()
+    with caplog.at_level(logging.WARNING, logger="graftcv"):
+        again = _extract(model, paths, config, model_id, stats=stats)
+    assert stats.computed == len(paths) and stats.cached == 0
+    assert np.abs(np.asarray(again) - first).max() < 1e-5
+    assert caplog.text.count("damaged feature-cache") == 1
+    stats = FeatureStats()
+    _extract(model, paths, config, model_id, stats=stats)
+    assert stats.cached == len(paths)  # and the fresh entry is trusted again

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from graftcv import GraftcvError
-from graftcv.heads import HEADS, TensorHead, export_pipeline, fit_probe, make_sklearn_head
+from graftcv.heads.export import export_pipeline, fit_probe
+from graftcv.heads.ops import TensorHead
+from graftcv.heads.sklearn import HEADS, make_sklearn_head
 
 
 def _features(n_classes: int, per_class: int = 20, dim: int = 16, seed: int = 0):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import graftcv
-from graftcv.heads import PROTOTYPE_TEMPERATURE, TensorHead, fit_prototype
+from graftcv.heads.ops import TensorHead
+from graftcv.heads.prototype import PROTOTYPE_TEMPERATURE, fit_prototype
 
 
 def _clusters(n_classes: int = 4, per_class: int = 12, dim: int = 24, seed: int = 0, spread: float = 0.3):

@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 import graftcv
 from graftcv.cli import app
 from graftcv.compare import compare
-from graftcv.explain.cams import CAM_METHODS, CamMethod, register_cam_method, user_methods
-from graftcv.heads import HEADS, OPS, SklearnHead, register_head
-from graftcv.heads.sklearn import _linear
-from graftcv.registry import Registry
+from graftcv.explain.methods import CAM_METHODS, CamMethod, register_cam_method, user_methods
+from graftcv.heads.export import linear
+from graftcv.heads.ops import OPS
+from graftcv.heads.sklearn import HEADS, SklearnHead, register_head
+from graftcv.registry import Registry, lazy
 from graftcv.strategies import STRATEGIES, Strategy, register_strategy
 from graftcv.training.optim import OPTIMIZERS, Optimizer, register_optimizer
 from graftcv.training.phase import Phase
@@ -49,7 +50,8 @@ def last_layer() -> Iterator[str]:
 
 def test_registry_lookup_explains_unknown_names():
     registry: Registry = Registry("widget")
-    registry.register(CamMethod("a", "first", GradCAMElementWise))
+    registry.register(CamMethod("a", "first", lazy("pytorch_grad_cam:GradCAMElementWise")))
+    assert registry["a"].cam.target is GradCAMElementWise  # imported when first needed
     assert list(registry) == ["a"] and "a" in registry and registry.lookup("a").help == "first"
     with pytest.raises(graftcv.GraftcvError, match="Unknown widget 'b': choose one of a"):
         registry.lookup("b")
@@ -85,7 +87,7 @@ def test_scratch_is_a_strategy_with_its_recipe(data, tmp_path, tiny):
 def test_a_registered_head_fits_through_the_cli_and_compare(data, tmp_path):
     from sklearn.linear_model import RidgeClassifier
 
-    register_head(SklearnHead("ridge", "ridge classifier", lambda seed, c: RidgeClassifier(alpha=10.0), _linear))
+    register_head(SklearnHead("ridge", "ridge classifier", lambda seed, c: RidgeClassifier(alpha=10.0), linear))
     try:
         out = tmp_path / "run"
         args = ["train", str(data), "--strategy", "linear-probe", "--head", "ridge", *CLI_TINY, "--out", str(out)]

@@ -1,7 +1,31 @@
 """graftcv: transfer learning for image classification, from a folder of images to a shippable model."""
 
-from graftcv.api import DataSplits, ImageSet, Model, Run, find_lr, fit, load
+import importlib
+
 from graftcv.errors import GraftcvError
 
-__all__ = ["DataSplits", "GraftcvError", "ImageSet", "Model", "Run", "find_lr", "fit", "load"]
 __version__ = "0.1.0"
+__all__ = ["DataSplits", "GraftcvError", "ImageSet", "Model", "Run", "find_lr", "fit", "load"]
+# The API, imported on first use (PEP 562): `import graftcv`, and with it the CLI's help and usage errors, do
+# not pay for torch, timm, Lightning and scikit-learn until something trains or predicts.
+_API = {
+    "fit": "graftcv.api",
+    "find_lr": "graftcv.api",
+    "Run": "graftcv.api",
+    "Model": "graftcv.api",
+    "load": "graftcv.api",
+    "DataSplits": "graftcv.api",
+    "ImageSet": "graftcv.api",
+}
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'graftcv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -18,7 +18,7 @@ from torch import nn
 
 from graftcv.atomic import fsync_path, write_json
 from graftcv.errors import GraftcvError
-from graftcv.heads import TensorHead
+from graftcv.heads.ops import TensorHead
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"

@@ -8,13 +8,12 @@ from datetime import timedelta
 
 from graftcv.errors import GraftcvError
 
-# Settings whose values are the names in a registry (see `graftcv.choices`); the others list their own.
-REGISTRY_CHOICES = ("strategy", "head", "optimizer", "schedule")
 PANELS = ("Strategy", "Backbone", "Data", "Optimisation", "Execution")
 
 
 def setting(default, help: str, panel: str, *, flag: str | None = None, choices: tuple = (), cli: bool = True):
-    """A TrainConfig field with what the CLI needs to offer it: help text, panel, flag and choices."""
+    """A TrainConfig field with what the CLI needs to offer it: help text, panel, flag and fixed choices (the
+    settings whose values name a registered item, such as strategy and head, are checked by `graftcv.choices`)."""
     return field(default=default, metadata={"help": help, "panel": panel, "flag": flag, "choices": choices, "cli": cli})
 
 

@@ -20,7 +20,7 @@ from graftcv.atomic import write_bytes
 from graftcv.data import build_transform, decode_size, evenly_spaced, load_rgb
 from graftcv.data.discovery import list_images
 from graftcv.errors import GraftcvError
-from graftcv.heads import NORMALISERS, OPS, TensorHead
+from graftcv.heads.ops import NORMALISERS, OPS, TensorHead
 from graftcv.rundir import RunDir
 from graftcv.runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAMES, OnnxRunner, missing_extra
 
@@ -88,8 +88,15 @@ class ExportReport:
         return asdict(self)
 
 
-def _to_onnx(network: ExportNetwork, example: torch.Tensor, exporter: str, opset: int | None) -> tuple[bytes, str]:
-    """Serialized ONNX of `network` with a dynamic batch axis, and which exporter made it."""
+def to_onnx(
+    network: nn.Module,
+    example: torch.Tensor,
+    exporter: str = "auto",
+    opset: int | None = None,
+    outputs: tuple[str, ...] = OUTPUT_NAMES,
+) -> tuple[bytes, str]:
+    """Serialized ONNX of `network` (input `images`, the named `outputs`) with a dynamic batch axis, and which
+    exporter made it."""
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it; fail with our sentence, not torch's)
     except ImportError:
@@ -106,7 +113,7 @@ def _to_onnx(network: ExportNetwork, example: torch.Tensor, exporter: str, opset
                     (example,),
                     dynamo=True,
                     input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
+                    output_names=list(outputs),
                     dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
                     opset_version=opset,
                     external_data=False,
@@ -118,7 +125,7 @@ def _to_onnx(network: ExportNetwork, example: torch.Tensor, exporter: str, opset
                 raise GraftcvError(f"The dynamo ONNX exporter failed ({str(error).splitlines()[0][:200]}).") from None
             log.info("The dynamo ONNX exporter failed (%s); trying the TorchScript exporter.", error)
     buffer = io.BytesIO()
-    axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+    axes = {name: {0: "batch"} for name in (INPUT_NAME, *outputs)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -128,7 +135,7 @@ def _to_onnx(network: ExportNetwork, example: torch.Tensor, exporter: str, opset
                 buffer,
                 dynamo=False,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(outputs),
                 dynamic_axes=axes,
                 opset_version=opset or TORCHSCRIPT_OPSET,
             )
@@ -210,7 +217,7 @@ def export_onnx(
     classifier = build_classifier(tensors, meta).eval()
     network = ExportNetwork(classifier).eval()  # eval() matters: the exporters would trace train-mode BatchNorm
     example = torch.randn((2, *meta["data_config"]["input_size"]), generator=torch.Generator().manual_seed(1))
-    model_bytes, used = _to_onnx(network, example, exporter, opset)
+    model_bytes, used = to_onnx(network, example, exporter, opset)
     runner = OnnxRunner(model_bytes)
     batches = parity_batches(meta["data_config"], images, max_images)
     result = compare(classifier, network, runner, batches)

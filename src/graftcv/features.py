@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import uuid
@@ -17,7 +18,11 @@ from torch import nn
 
 from graftcv.atomic import write_json
 from graftcv.data import ImageDataset, build_transform, decode_size, inference_workers, make_loader
+from graftcv.data.images import DECODER_VERSION
+from graftcv.feature_onnx import OnnxFeatures, check_against_torch, open_or_export
 from graftcv.progress import image_progress
+
+log = logging.getLogger("graftcv")
 
 
 def default_cache_dir() -> Path:
@@ -26,7 +31,7 @@ def default_cache_dir() -> Path:
 
 def space_key(model_id: dict, data_config: dict) -> str:
     """One cache folder per backbone, weights and preprocessing: a new size or backbone never hits."""
-    text = json.dumps({"model": model_id, "data": data_config}, sort_keys=True, default=str)
+    text = json.dumps({"model": model_id, "data": data_config, "decoder": DECODER_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -43,6 +48,7 @@ class FeatureStats:
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
+    runtime: str = "torch"  # what computed them: torch, or onnx (onnxruntime)
 
     @property
     def images_per_second(self) -> float:
@@ -60,13 +66,39 @@ class FeatureStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.index: dict[str, tuple[str, int]] = {}
+        self.digests: dict[str, str | None] = {}  # shard → the SHA-256 its index recorded
+        self.verified: set[str] = set()
         if directory.is_dir():
             for meta in sorted(directory.glob("*.json"), key=lambda p: p.stat().st_mtime_ns):
                 try:
-                    identities = json.loads(meta.read_text())["files"]
-                except (OSError, ValueError, KeyError):
+                    record = json.loads(meta.read_text())
+                    identities = record["files"]
+                except (OSError, ValueError, KeyError, TypeError):
                     continue  # a foreign or damaged index: its rows are simply recomputed
+                self.digests[meta.stem] = record.get("sha256")
                 self.index.update({identity: (meta.stem, row) for row, identity in enumerate(identities)})
+
+    def drop_damaged(self, shard_ids: set[str]) -> int:
+        """Check each shard against the SHA-256 written with it (once per store); a shard that differs, is
+        truncated or has none is deleted, so its rows are computed again. Returns how many were deleted: the
+        caller then reads the index afresh, since older shards may hold some of those rows."""
+        damaged = []
+        for shard_id in sorted(shard_ids - self.verified):
+            path = self.directory / f"{shard_id}.npy"
+            try:
+                intact = self.digests.get(shard_id) == _sha256(path)
+            except OSError:
+                intact = False
+            if intact:
+                self.verified.add(shard_id)
+            else:
+                damaged.append(shard_id)
+        for shard_id in damaged:
+            (self.directory / f"{shard_id}.npy").unlink(missing_ok=True)
+            (self.directory / f"{shard_id}.json").unlink(missing_ok=True)
+        if damaged:
+            log.warning("%d damaged feature-cache file(s) in %s: computing them again.", len(damaged), self.directory)
+        return len(damaged)
 
     def lookup(self, identities: list[str]) -> list[tuple[str, int] | None]:
         return [self.index.get(identity) for identity in identities]
@@ -82,9 +114,17 @@ class FeatureStore:
         return shard_id, out, partial
 
     def commit(self, shard_id: str, partial: Path, identities: list[str], meta: dict) -> None:
+        digest = _sha256(partial)  # written with the entry: a shard altered later is caught on its next read
         os.replace(partial, self.directory / f"{shard_id}.npy")
-        write_json(self.directory / f"{shard_id}.json", {**meta, "files": identities})
+        write_json(self.directory / f"{shard_id}.json", {**meta, "sha256": digest, "files": identities})
         self.index.update({identity: (shard_id, row) for row, identity in enumerate(identities)})
+        self.digests[shard_id] = digest
+        self.verified.add(shard_id)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @torch.inference_mode()
@@ -102,8 +142,10 @@ def _compute_into(
     num_workers: int | None,
     progress: bool,
     description: str,
-) -> None:
-    """Stream the pooled features of `paths` into `out` row by row (eval mode, channels_last, no autograd)."""
+    runner: OnnxFeatures | None = None,
+) -> str:
+    """Stream the pooled features of `paths` into `out` row by row (eval mode, channels_last, no autograd), on
+    onnxruntime when `runner` is given and agrees with PyTorch on the first batch; returns the runtime used."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -116,14 +158,22 @@ def _compute_into(
         with image_progress(progress) as bar:
             task = bar.add_task(description, total=len(paths))
             for images, _ in loader:
-                images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                batch = pooled_features(model, images).float().cpu().numpy()
+                if runner is not None:
+                    batch = runner(images.numpy())
+                    if not runner.checked:
+                        reference = pooled_features(model, images.contiguous(memory_format=torch.channels_last))
+                        if not check_against_torch(runner, reference.float().numpy(), batch):
+                            runner, batch = None, reference.float().numpy()
+                else:
+                    images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                    batch = pooled_features(model, images).float().cpu().numpy()
                 out[start : start + len(batch)] = batch
                 start += len(batch)
                 bar.advance(task, len(batch))
     finally:
         model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
+    return "onnx" if runner is not None else "torch"
 
 
 def extract_features(
@@ -138,17 +188,21 @@ def extract_features(
     progress: bool = True,
     description: str = "features",
     stats: FeatureStats | None = None,
+    onnx: bool = True,
 ) -> np.ndarray:
     """Pooled features of every image, shape (n, model.num_features), float32.
 
     New rows stream into a memory-mapped shard, so memory does not grow with the number of images; every
     image already seen with the same backbone, weights and preprocessing (and unchanged on disk) is read
     from the cache instead of recomputed. `stats`, when given, receives what was computed and how fast.
+    On a CPU, with `onnx`, new rows come from onnxruntime (see `graftcv.feature_onnx`), PyTorch otherwise.
     """
     stats = stats if stats is not None else FeatureStats()
     paths = [Path(p) for p in paths]
     store = FeatureStore((cache_dir or default_cache_dir()) / space_key(model_id, data_config))
     identities = [file_identity(p) for p in paths]
+    if use_cache and store.drop_damaged({hit[0] for hit in store.lookup(identities) if hit is not None}):
+        store = FeatureStore(store.directory)  # the damaged shards' rows may stand in older ones
     found = store.lookup(identities) if use_cache else [None] * len(paths)
     missing = [i for i, hit in enumerate(found) if hit is None]
     stats.computed, stats.cached = len(missing), len(paths) - len(missing)
@@ -156,9 +210,20 @@ def extract_features(
     if missing:
         started = time.perf_counter()
         shard_id, out, partial = store.new_shard(len(missing), model.num_features)
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        size = tuple(data_config["input_size"])
+        runner = open_or_export(model, size, store.directory, len(missing)) if onnx and on_cpu else None
         try:
-            _compute_into(
-                out, model, [paths[i] for i in missing], data_config, batch_size, num_workers, progress, description
+            stats.runtime = _compute_into(
+                out,
+                model,
+                [paths[i] for i in missing],
+                data_config,
+                batch_size,
+                num_workers,
+                progress,
+                description,
+                runner,
             )
             out.flush()
             del out

@@ -265,6 +265,7 @@ def summarize(
         "feature_seconds": round(stats.seconds, 2),
         "feature_stage_seconds": round(features.seconds if features is not None else 0.0, 3),
         "feature_images_per_second": round(stats.images_per_second, 1),
+        "feature_runtime": stats.runtime if stats.computed else None,
         "model_dir": str(run_dir.model),
     }
     if test is not None:

@@ -22,6 +22,7 @@ from graftcv.data import (
     read_labelled,
     warn_skipped,
 )
+from graftcv.data.images import to_rgb
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
 from graftcv.progress import image_progress
@@ -61,7 +62,7 @@ class Model:
 
     def _tensors(self, images: list[Image.Image]) -> torch.Tensor:
         transform = build_transform(self.data_config)
-        return torch.stack([transform(image.convert("RGB")) for image in images])
+        return torch.stack([transform(to_rgb(image)) for image in images])
 
     @torch.inference_mode()
     def _probs(self, batch: torch.Tensor) -> torch.Tensor:
@@ -128,7 +129,7 @@ class Model:
     ) -> list:
         """Class activation maps, one `CamResult` per image: `image` (H, W, 3) uint8 as the network saw it,
         `cam` (H, W) in [0, 1], `predicted`, `probability`, `target` (pred, true or a class name)."""
-        from graftcv.explain import explain_images
+        from graftcv.explain.pipeline import explain_images
 
         if self.network is None:
             raise GraftcvError("CAMs need the PyTorch model: load it with runtime='torch', not 'onnx'.")

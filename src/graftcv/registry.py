@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Mapping
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from graftcv.errors import GraftcvError
 
@@ -59,3 +60,27 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self._items)})"
+
+
+class lazy:  # noqa: N801  (used like a function: `build=lazy("module:attribute")`)
+    """A callable named "module:attribute", imported on its first call.
+
+    Registrations name their implementations this way so that listing a registry (the CLI's help, config
+    validation) imports neither torch nor scikit-learn: only using an item does."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        self._target: Any = None
+
+    @property
+    def target(self) -> Any:
+        if self._target is None:
+            module, _, attribute = self.reference.partition(":")
+            self._target = getattr(importlib.import_module(module), attribute)
+        return self._target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.target(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"lazy({self.reference!r})"

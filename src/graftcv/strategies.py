@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from graftcv.config import TrainConfig
-from graftcv.heads import TensorHead, fit_probe, fit_prototype
 from graftcv.registry import Registry
 from graftcv.training.phase import Phase
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from graftcv.heads.ops import TensorHead
+
 
 __all__ = ["STRATEGIES", "Phase", "Strategy", "StrategySettings", "plan", "register_strategy"]
 
@@ -28,9 +32,6 @@ class StrategySettings:
     unfreeze: int
     unfreeze_every: int
     augment: str
-
-
-HeadFitter = Callable[[np.ndarray, np.ndarray, int, TrainConfig], TensorHead]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Strategy:
     lr: float = 0.0
     defaults: Mapping[str, object] = field(default_factory=dict)
     fixed: Mapping[str, object] = field(default_factory=dict)
-    fit_head: HeadFitter | None = None
+    fit_head: Callable[[np.ndarray, np.ndarray, int, TrainConfig], TensorHead] | None = None
     head_name: Callable[[TrainConfig], str] | None = None
     tunable: tuple[str, ...] = ("lr", "epochs")
 
@@ -92,6 +93,18 @@ def _no_phases(s: StrategySettings) -> list[Phase]:
     return []
 
 
+def _sklearn_head(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig) -> TensorHead:
+    from graftcv.heads.export import fit_probe
+
+    return fit_probe(config.head, x, y, n_classes, seed=config.seed, pca=config.pca)
+
+
+def _prototype_head(x: np.ndarray, y: np.ndarray, n_classes: int, config: TrainConfig) -> TensorHead:
+    from graftcv.heads.prototype import fit_prototype
+
+    return fit_prototype(x, y, n_classes)
+
+
 def _finetune(s: StrategySettings) -> list[Phase]:
     """fastai's fine_tune: the new head first (here on cached features, so it costs almost nothing),
     then every layer with learning rates that shrink from the head down to the stem."""
@@ -106,7 +119,7 @@ register_strategy(
         "linear-probe",
         "Frozen backbone; a scikit-learn head (--head) on cached features",
         _no_phases,
-        fit_head=lambda x, y, n, c: fit_probe(c.head, x, y, n, seed=c.seed, pca=c.pca),
+        fit_head=_sklearn_head,
         head_name=lambda c: c.head,
         tunable=(),
     )
@@ -116,7 +129,7 @@ register_strategy(
         "prototype",
         "Frozen backbone; nearest class centroid of the cached features (no training)",
         _no_phases,
-        fit_head=lambda x, y, n, c: fit_prototype(x, y, n),
+        fit_head=_prototype_head,
         head_name=lambda c: "prototype",
         tunable=(),
     )

@@ -20,7 +20,7 @@ from graftcv.cli.tables import (
     summary_line,
 )
 from graftcv.errors import GraftcvError
-from graftcv.explain.cams import user_methods
+from graftcv.explain.methods import user_methods
 
 ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from graftcv.data.duplicates import content_digests, copies_of, drop_repeated_paths, drop_seen
 from graftcv.data.images import check_image
+from graftcv.data.sets import ImageSet
 from graftcv.errors import GraftcvError
 
 log = logging.getLogger("graftcv")
@@ -26,27 +27,6 @@ SPLIT_ALIASES = {
 
 
 @dataclass
-class ImageSet:
-    """Image paths with their class names, in a stable order."""
-
-    paths: list[Path] = field(default_factory=list)
-    labels: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def counts(self) -> dict[str, int]:
-        return dict(sorted(Counter(self.labels).items()))
-
-    def targets(self, classes: list[str]) -> list[int]:
-        index = {name: i for i, name in enumerate(classes)}
-        return [index[label] for label in self.labels]
-
-    def subset(self, indices: list[int]) -> ImageSet:
-        return ImageSet([self.paths[i] for i in indices], [self.labels[i] for i in indices])
-
-
-@dataclass
 class DataSplits:
     """What training needs to know about the data: the sets, the classes, and what was left out."""
 
@@ -58,6 +38,7 @@ class DataSplits:
     val_source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str | None = None  # what the splits came from, when not a path (config.json's "data")
+    duplicates: dict[str, int] = field(default_factory=dict)  # repeated paths and identical files found
 
     @classmethod
     def from_sets(
@@ -81,6 +62,7 @@ class DataSplits:
             "n_test": len(self.test) if self.test else 0,
             "skipped_files": len(self.skipped),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "duplicates": self.duplicates,
         }
 
 
@@ -148,8 +130,10 @@ def _drop_unreadable(images: ImageSet, skipped: list[tuple[str, str]]) -> ImageS
     return kept
 
 
-def _stratified_split(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
-    """A seeded split that keeps every class on both sides.
+def _stratified_split(
+    images: ImageSet, fraction: float, seed: int, digests: list[str] | None = None
+) -> tuple[ImageSet, ImageSet]:
+    """A seeded split that keeps every class on both sides, and byte-identical files (same `digests`) on one.
 
     Written here because scikit-learn's stratified splitters round per class and can leave a rare
     class (2 images beside 20) with no validation image at all.
@@ -157,14 +141,20 @@ def _stratified_split(images: ImageSet, fraction: float, seed: int) -> tuple[Ima
     if not 0.0 < fraction < 1.0:
         raise GraftcvError(f"--val-fraction must be between 0 and 1, got {fraction}.")
     rng = np.random.default_rng(seed)
+    digests = digests or [str(i) for i in range(len(images))]
+    copies: dict[str, list[int]] = {}
+    for index, digest in enumerate(digests):
+        copies.setdefault(digest, []).append(index)
     by_class: dict[str, list[int]] = {}
     for index, label in enumerate(images.labels):
-        by_class.setdefault(label, []).append(index)
+        if copies[digests[index]][0] == index:  # a group of copies is drawn once, as its first member
+            by_class.setdefault(label, []).append(index)
     val_idx: list[int] = []
     for label in sorted(by_class):
         members = by_class[label]
         n_val = min(len(members) - 1, max(1, round(fraction * len(members))))
-        val_idx.extend(rng.permutation(members)[:n_val].tolist())
+        for first in rng.permutation(members)[:n_val].tolist():
+            val_idx.extend(copies[digests[first]])
     chosen = set(val_idx)
     train_idx = [i for i in range(len(images)) if i not in chosen]
     return images.subset(train_idx), images.subset(sorted(val_idx))
@@ -203,8 +193,12 @@ def discover(
 
     skipped: list[tuple[str, str]] = []
 
+    duplicates = {"repeated_paths": 0, "identical_files": 0, "copies_dropped": 0}
+
     def load(source: Path) -> ImageSet:
         images, unsupported = _read_source(source)
+        images, repeated = drop_repeated_paths(images)
+        duplicates["repeated_paths"] += repeated
         skipped.extend((str(p), f"not a supported image type ({p.suffix or 'no suffix'})") for p in unsupported)
         return _drop_unreadable(images, skipped)
 
@@ -226,16 +220,47 @@ def discover(
         )
     classes = sorted(counts)
 
+    digest_of = dict(zip(train.paths, content_digests(train.paths), strict=True))
+    duplicates["identical_files"] = copies_of(list(digest_of.values()))
     if val_src is not None:
         val_set, val_source = load(val_src), str(val_src)
         if len(val_set) == 0:
             raise GraftcvError(f"No images found in the validation data {val_src}.")
+        val_set = _without_copies(val_set, digest_of, duplicates)
     else:
-        train, val_set = _stratified_split(train, val_fraction, seed)
+        train, val_set = _stratified_split(train, val_fraction, seed, [digest_of[p] for p in train.paths])
         val_source = f"stratified {val_fraction:g} of training (seed {seed})"
     test_set = load(test_src) if test_src is not None else None
+    if test_set is not None:
+        test_set = _without_copies(test_set, digest_of, duplicates)
     _check_classes(train, val_set, test_set, train_src)
-    return DataSplits(train, val_set, test_set, classes, layout, val_source, skipped)
+    _warn_duplicates(duplicates)
+    splits = DataSplits(train, val_set, test_set, classes, layout, val_source, skipped)
+    splits.duplicates = duplicates
+    return splits
+
+
+def _without_copies(images: ImageSet, digest_of: dict[Path, str], duplicates: dict[str, int]) -> ImageSet:
+    """A given validation or test set less the files whose bytes an earlier set holds; then it joins them."""
+    digests = content_digests(images.paths)
+    kept, dropped = drop_seen(images, digests, set(digest_of.values()))
+    duplicates["copies_dropped"] += dropped
+    digest_of.update(zip(images.paths, digests, strict=True))
+    return kept
+
+
+def _warn_duplicates(duplicates: dict[str, int]) -> None:
+    parts = [
+        f"{duplicates['repeated_paths']} repeated path(s) dropped" if duplicates["repeated_paths"] else "",
+        f"{duplicates['identical_files']} byte-identical training file(s) kept on the same side of the split"
+        if duplicates["identical_files"]
+        else "",
+        f"{duplicates['copies_dropped']} validation/test file(s) dropped as copies of earlier ones"
+        if duplicates["copies_dropped"]
+        else "",
+    ]
+    if any(parts):
+        log.warning("Duplicates: %s.", "; ".join(p for p in parts if p))
 
 
 def _check_two_classes(counts: dict[str, int], source: object) -> None:
@@ -280,6 +305,8 @@ def read_labelled(data: str | Path) -> tuple[ImageSet, list[tuple[str, str]]]:
         raise GraftcvError(f"Data path {source} does not exist.")
     split = _find_split_dir(source, "test") if source.is_dir() else None
     images, unsupported = _read_source(split or source)
+    images, repeated = drop_repeated_paths(images)
+    _warn_duplicates({"repeated_paths": repeated, "identical_files": 0, "copies_dropped": 0})
     skipped = [(str(p), f"not a supported image type ({p.suffix or 'no suffix'})") for p in unsupported]
     images = _drop_unreadable(images, skipped)
     if len(images) == 0:

@@ -4,73 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from pytorch_grad_cam import (
-    AblationCAM,
-    EigenCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    RandomCAM,
-    ScoreCAM,
-    XGradCAM,
-)
-from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from torch import nn
 
 from graftcv.errors import GraftcvError
 from graftcv.explain.layers import resolve_layer
-from graftcv.registry import Registry
-
-
-@dataclass(frozen=True)
-class CamMethod:
-    """A pytorch-grad-cam method under a name.
-
-    `per_channel`: gradient-free, one forward pass per channel of the layer (slow: batched, and not served).
-    `probability_target`: explains the class probability instead of its logit (Ablation-CAM divides by the
-    original score, which must be positive). `baseline`: a reference for scoring, not offered to users."""
-
-    name: str
-    help: str
-    cam: type[BaseCAM]
-    per_channel: bool = False
-    probability_target: bool = False
-    baseline: bool = False
-
-
-CAM_METHODS: Registry[CamMethod] = Registry("CAM method")
-register_cam_method = CAM_METHODS.register
-
-for _method in (
-    CamMethod("gradcam", "gradient-weighted channels (Grad-CAM)", GradCAM),
-    CamMethod("gradcam++", "Grad-CAM++: second-order channel weights", GradCAMPlusPlus),
-    CamMethod("hirescam", "element-wise gradient × activation", HiResCAM),
-    CamMethod("xgradcam", "XGrad-CAM: normalized gradient weights", XGradCAM),
-    CamMethod("layercam", "LayerCAM: positive gradients per position", LayerCAM),
-    CamMethod("eigencam", "first principal component of the activations", EigenCAM),
-    CamMethod("scorecam", "Score-CAM: each channel's mask scored by a forward pass", ScoreCAM, per_channel=True),
-    CamMethod(
-        "ablationcam",
-        "Ablation-CAM: the score drop when each channel is removed",
-        AblationCAM,
-        per_channel=True,
-        probability_target=True,
-    ),
-    CamMethod("random", "random channel weights on the same layer", RandomCAM, baseline=True),
-):
-    register_cam_method(_method)
-
-
-def user_methods(fast_only: bool = False) -> list[str]:
-    """The methods a user may ask for; `fast_only`: those with one or two passes per image (for serving)."""
-    return CAM_METHODS.names(lambda m: not m.baseline and not (fast_only and m.per_channel))
-
+from graftcv.explain.methods import CAM_METHODS, user_methods
 
 # Forward passes per batch for the gradient-free methods, which run one pass per channel of the layer.
 PERTURBATION_BATCH = 32

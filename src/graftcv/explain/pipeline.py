@@ -13,6 +13,7 @@ from torch import nn
 
 from graftcv.data import load_rgb
 from graftcv.data.discovery import list_images
+from graftcv.data.images import to_rgb
 from graftcv.errors import GraftcvError
 from graftcv.explain.annotations import read_boxes, read_masks
 from graftcv.explain.cams import CamExplainer
@@ -53,7 +54,7 @@ def load_inputs(
     name when that is one of the model's classes."""
     items = images if isinstance(images, list) else [images]
     if items and all(isinstance(item, Image.Image) for item in items):
-        return [str(i) for i in range(len(items))], [item.convert("RGB") for item in items], [None] * len(items)
+        return [str(i) for i in range(len(items))], [to_rgb(item) for item in items], [None] * len(items)
     if any(isinstance(item, Image.Image) for item in items):
         raise GraftcvError("Pass either image paths or PIL images, not a mix of both.")
     paths, skipped = list_images(items)

@@ -35,7 +35,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def serve_cam_methods() -> list[str]:
     """CAM methods with one or two passes per image; per-channel ones (Score-CAM, Ablation-CAM) run hundreds
     and would let one request hold the model for seconds."""
-    from graftcv.explain.cams import user_methods
+    from graftcv.explain.methods import user_methods
 
     return user_methods(fast_only=True)
 

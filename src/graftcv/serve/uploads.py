@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from graftcv.data.images import to_rgb
 from graftcv.errors import GraftcvError
 
 # Decoders a client may reach; Pillow's others (EPS runs Ghostscript, for one) are never tried on uploads.
@@ -100,20 +101,6 @@ def check_content_type(index: int, upload: UploadFile) -> None:
         raise UploadError(415, f"{upload_label(index, upload)} was sent as {content_type[:60]}, not as an image.")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB, with transparency on white (as `graftcv predict` reads files)."""
-    if image.mode == "RGB":
-        return image
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 def decode_image(data: bytes, label: str, limits: Limits, draft_size: int | None = None) -> Image.Image:
     """A fully decoded RGB image, or an UploadError saying why these bytes are not one we accept."""
     if not data:
@@ -134,7 +121,7 @@ def decode_image(data: bytes, label: str, limits: Limits, draft_size: int | None
         try:
             if draft_size and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))  # decode at reduced scale: faster, same result
-            decoded = _to_rgb(ImageOps.exif_transpose(image))
+            decoded = to_rgb(ImageOps.exif_transpose(image))
             decoded.load()
         except Exception:  # truncated or corrupt pixel data: OSError, ValueError, SyntaxError, EOFError, ...
             raise UploadError(400, f"{label} is truncated or corrupt.") from None

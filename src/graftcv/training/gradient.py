@@ -18,7 +18,8 @@ from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
 from graftcv.training.callbacks import BestWeights
 from graftcv.training.checkpoint import load_state, save_state
-from graftcv.training.module import OptimSettings, TransferModule
+from graftcv.training.module import TransferModule
+from graftcv.training.optim import OptimSettings
 from graftcv.training.phase import Phase
 from graftcv.training.runner import run_phase
 

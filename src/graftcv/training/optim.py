@@ -1,13 +1,17 @@
-"""Optimizers and learning-rate schedules by name: one `register_optimizer` / `register_schedule` call each."""
+"""Optimizers and learning-rate schedules by name: one `register_optimizer` / `register_schedule` call each.
+
+torch is imported inside the builders, so that listing the names (CLI help, validation) stays light."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from graftcv.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -54,24 +58,33 @@ SCHEDULES: Registry[Schedule] = Registry("schedule")
 register_optimizer = OPTIMIZERS.register
 register_schedule = SCHEDULES.register
 
-register_optimizer(Optimizer("adamw", "AdamW (decoupled weight decay)", lambda groups, s: torch.optim.AdamW(groups)))
-register_optimizer(
-    Optimizer(
-        "sgd",
-        "SGD with Nesterov momentum",
-        lambda groups, s: torch.optim.SGD(groups, momentum=s.momentum, nesterov=True),
-    )
-)
-register_optimizer(
-    Optimizer(
-        "rmsprop",
-        "RMSprop as in the EfficientNet recipes",
-        lambda groups, s: torch.optim.RMSprop(groups, momentum=s.momentum, alpha=0.9, eps=1e-3),
-    )
-)
+
+def _adamw(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+    import torch
+
+    return torch.optim.AdamW(groups)
+
+
+def _sgd(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+    import torch
+
+    return torch.optim.SGD(groups, momentum=s.momentum, nesterov=True)
+
+
+def _rmsprop(groups: list[dict], s: OptimSettings) -> torch.optim.Optimizer:
+    import torch
+
+    return torch.optim.RMSprop(groups, momentum=s.momentum, alpha=0.9, eps=1e-3)
+
+
+register_optimizer(Optimizer("adamw", "AdamW (decoupled weight decay)", _adamw))
+register_optimizer(Optimizer("sgd", "SGD with Nesterov momentum", _sgd))
+register_optimizer(Optimizer("rmsprop", "RMSprop as in the EfficientNet recipes", _rmsprop))
 
 
 def _onecycle(optimizer: torch.optim.Optimizer, c: ScheduleContext):
+    import torch
+
     if c.total_steps < 3:  # too short to ramp up and down
         return None
     # warm up for a quarter of the steps, but at least a step and a half: OneCycleLR divides by the length
@@ -83,6 +96,8 @@ def _onecycle(optimizer: torch.optim.Optimizer, c: ScheduleContext):
 
 
 def _cosine(optimizer: torch.optim.Optimizer, c: ScheduleContext):
+    import torch
+
     warmup = min(c.total_steps - 1, int(c.settings.warmup_epochs * c.steps_per_epoch))
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, c.total_steps - warmup))
     if warmup < 1:
@@ -92,6 +107,8 @@ def _cosine(optimizer: torch.optim.Optimizer, c: ScheduleContext):
 
 
 def _cyclical(optimizer: torch.optim.Optimizer, c: ScheduleContext):
+    import torch
+
     return torch.optim.lr_scheduler.CyclicLR(
         optimizer,
         base_lr=[lr / 10 for lr in c.max_lrs],
@@ -102,15 +119,14 @@ def _cyclical(optimizer: torch.optim.Optimizer, c: ScheduleContext):
     )
 
 
+def _step(optimizer: torch.optim.Optimizer, c: ScheduleContext):
+    import torch
+
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, (c.max_epochs or 3) // 3))
+
+
 register_schedule(Schedule("onecycle", "warm up for a quarter of the steps, then anneal (fastai)", _onecycle))
 register_schedule(Schedule("cosine", "linear warm-up for an epoch, then cosine decay", _cosine))
-register_schedule(
-    Schedule(
-        "step",
-        "divide by 10 every third of the epochs",
-        lambda optimizer, c: torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, (c.max_epochs or 3) // 3)),
-        interval="epoch",
-    )
-)
+register_schedule(Schedule("step", "divide by 10 every third of the epochs", _step, interval="epoch"))
 register_schedule(Schedule("cyclical", "triangular cycles of 4 epochs, halving", _cyclical))
 register_schedule(Schedule("constant", "the same rate throughout", lambda optimizer, c: None))

@@ -1,0 +1,148 @@
+"""Speed on a laptop CPU: the feature pass on PyTorch vs onnxruntime, and the CLI's start-up; a Markdown table.
+
+.venv/bin/python bench/speed.py --data ../shared/datasets/flowers5 --size 224 --limit 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def _wall(command: list[str], repeats: int) -> float:
+    """Median wall seconds of a command, process start included."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def feature_rows(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dict]:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import graftcv.feature_onnx as feature_onnx
+    from graftcv.backbones import classifier_param_names, create_backbone
+    from graftcv.data import build_transform, decode_size, evenly_spaced, load_rgb, read_labelled
+    from graftcv.features import FeatureStats, extract_features, model_fingerprint
+
+    images, _ = read_labelled(args.data)
+    order = evenly_spaced(list(range(len(images))), args.limit)
+    images = images.subset(order)
+    backbone = create_backbone(args.model, len(images.counts()), size=args.size)
+    model = backbone.model
+    model_id = {"name": args.model, "weights": model_fingerprint(model, classifier_param_names(model, True))}
+
+    def run(onnx: bool) -> tuple[np.ndarray, FeatureStats, float]:
+        stats, started = FeatureStats(), time.perf_counter()
+        features = extract_features(
+            model, images.paths, backbone.data_config, model_id, batch_size=64, use_cache=False,
+            progress=False, stats=stats, onnx=onnx, cache_dir=cache,
+        )  # fmt: skip
+        return np.asarray(features), stats, time.perf_counter() - started
+
+    on_torch, torch_stats, torch_wall = run(onnx=False)
+    cold, cold_stats, cold_wall = run(onnx=True)  # exports, checks, computes
+    warm, warm_stats, warm_wall = run(onnx=True)  # the cached export
+    # what the machine can do: onnxruntime's forward alone on ready tensors
+    transform, side = build_transform(backbone.data_config), decode_size(backbone.data_config)
+    batch = torch.stack([transform(load_rgb(p, draft_size=side)) for p in images.paths[:64]]).numpy()
+    runner = feature_onnx.open_or_export(model, tuple(backbone.data_config["input_size"]), _space(cache), 10**9)
+    runner(batch)
+    started = time.perf_counter()
+    for _ in range(3):
+        runner(batch)
+    ready = 3 * len(batch) / (time.perf_counter() - started)
+
+    y = np.array(images.targets(sorted(images.counts())))
+    split = train_test_split(np.arange(len(y)), test_size=0.3, stratify=y, random_state=0)
+
+    def probe(features: np.ndarray) -> float:
+        head = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+        head.fit(features[split[0]], y[split[0]])
+        return float(head.score(features[split[1]], y[split[1]]))
+
+    passes = [
+        ("PyTorch (channels-last, inference_mode)", torch_stats, torch_wall, on_torch),
+        ("onnxruntime, first use (export + check)", cold_stats, cold_wall, cold),
+        ("onnxruntime, cached export", warm_stats, warm_wall, warm),
+    ]
+    rows = [{"pass": name, "stats": stats, "wall": wall, "acc": probe(x)} for name, stats, wall, x in passes]
+    facts = {
+        "images": len(images),
+        "max_abs_diff": float(np.abs(warm - on_torch).max()),
+        "ready_tensor_images_per_second": ready,
+        "runtimes": [r["stats"].runtime for r in rows],
+    }
+    return rows, facts
+
+
+def _space(cache: Path) -> Path:
+    (space,) = [p for p in cache.iterdir() if p.is_dir()]
+    return space
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default="tf_efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--limit", type=int, default=1000, help="images of the data, evenly spread")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each CLI command (median)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    graftcv = str(Path(sys.executable).with_name("graftcv"))
+    with tempfile.TemporaryDirectory() as cache:
+        rows, facts = feature_rows(args, Path(cache))
+    torch_rate = rows[0]["stats"].images_per_second
+    print(
+        f"Feature pass, {args.model} at {args.size} px, {facts['images']} images of {Path(args.data).name}, 2 threads"
+    )
+    print("| pass | runtime | images/s | × PyTorch | wall s | linear-probe acc |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        rate = row["stats"].images_per_second
+        print(
+            f"| {row['pass']} | {row['stats'].runtime} | {rate:.1f} | {rate / torch_rate:.2f} | {row['wall']:.1f} "
+            f"| {row['acc']:.4f} |"
+        )
+    ready = facts["ready_tensor_images_per_second"]
+    print(
+        f"\nonnxruntime forward on ready tensors (batch 64): {ready:.1f} images/s; the cached-export pass is "
+        f"{rows[2]['stats'].images_per_second / ready:.0%} of it; "
+        f"max |Δ feature| vs PyTorch {facts['max_abs_diff']:.2e}"
+    )
+    cli = {
+        "graftcv --help": _wall([graftcv, "--help"], args.repeats),
+        "graftcv train --help": _wall([graftcv, "train", "--help"], args.repeats),
+        "graftcv train --bogus (usage error)": _wall([graftcv, "train", "--bogus"], args.repeats),
+    }
+    print(f"\nCLI start-up, median of {args.repeats} (process start included)")
+    print("| command | seconds |\n|---|---|")
+    for command, seconds in cli.items():
+        print(f"| `{command}` | {seconds:.2f} |")
+    if args.json:
+        facts |= {
+            "rows": [{**r, "stats": r["stats"].__dict__} for r in rows],
+            "cli": cli,
+        }
+        args.json.write_text(json.dumps(facts, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
