@@ -63,11 +63,20 @@ def _bad_inputs(base: Path) -> dict[str, tuple[list, str]]:
         "unknown-val-class": ([split], "classes not in training: zebra"),
         "unknown-strategy": ([good, "--strategy", "bogus"], "Unknown strategy 'bogus'"),
         "unknown-model": ([good, "--model", "resnet10tt"], "Unknown backbone 'resnet10tt'"),
+        "not-weights": ([good, "--weights", _text(base / "weights.pth")], "is not a weights file"),
+        "not-safetensors": ([good, "--weights", _text(base / "w.safetensors")], "is not a weights file"),
+        "out-is-a-file": ([good, "--out", _text(base / "taken")], "is a file: give a directory"),
+        "several-devices": ([good, "--devices", "3", "--accelerator", "cpu"], "trains on one device"),
     }
 
 
+def _text(path: Path) -> Path:
+    path.write_text("not what it seems\n")
+    return path
+
+
 BAD = ["missing-path", "no-images", "one-class", "one-image-class", "unknown-val-class", "unknown-strategy",
-       "unknown-model"]  # fmt: skip
+       "unknown-model", "not-weights", "not-safetensors", "out-is-a-file", "several-devices"]  # fmt: skip
 
 
 @pytest.fixture
@@ -190,7 +199,7 @@ def test_train_help_lists_every_config_option():
 
 def test_train_passes_only_the_options_given(tmp_path, fit_calls):
     args = ["train", str(tmp_path), "--epochs", "2", "--no-pretrained", "--workers", "0", "--lr", "auto"]
-    result = CliRunner().invoke(app, [*args, "--devices", "2", "--strategy", "made-by-a-plugin"])
+    result = CliRunner().invoke(app, [*args, "--devices", "1", "--strategy", "made-by-a-plugin"])
     assert isinstance(result.exception, FitCalled), result.output
     [(positional, settings)] = fit_calls
     assert positional == (tmp_path,)
@@ -201,7 +210,7 @@ def test_train_passes_only_the_options_given(tmp_path, fit_calls):
         "pretrained": False,
         "num_workers": 0,
         "lr": "auto",
-        "devices": 2,
+        "devices": 1,
         "strategy": "made-by-a-plugin",  # checked by fit against the registry, not by the CLI
     }
 

@@ -373,3 +373,22 @@ def test_a_given_validation_set_loses_its_copies_of_training_images(make_split_f
         splits = discover(root)
     assert splits.duplicates["copies_dropped"] == 1 and len(splits.val) == 6
     assert "copies of earlier ones" in caplog.text
+
+
+def test_empty_class_folders_and_unusable_files_are_named(tmp_path, caplog):
+    import logging
+
+    root = tmp_path / "data"
+    for c in range(2):
+        for i in range(3):
+            write_image(root / f"class_{c}" / f"{i}.jpg", COLOURS[c], seed=i)
+    (root / "empty_class").mkdir()
+    with caplog.at_level(logging.WARNING, logger="graftcv"):
+        splits = discover(root)
+    assert splits.classes == ["class_0", "class_1"] and "empty_class" in caplog.text
+    junk = tmp_path / "junk" / "cats"
+    junk.mkdir(parents=True)
+    (junk / "a.jpg").write_bytes(b"not a jpeg")
+    (junk / "notes.txt").write_text("hello")
+    with pytest.raises(GraftcvError, match=r"none of its 2 file\(s\) is a usable image"):
+        discover(tmp_path / "junk")

@@ -92,3 +92,27 @@ def test_resume_refuses_finished_runs_and_changed_settings(tmp_path):
     with pytest.raises(graftcv.GraftcvError, match="no run to resume"):
         graftcv.fit(None, out=tmp_path / "nothing", resume=True)
     assert json.loads((out / "config.json").read_text())["epochs"] == 1
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
+    data = write_class_folders(tmp_path / "data", classes=2, per_class=6)
+    out = tmp_path / "run"
+    args = ["train", str(data), "--out", str(out), "--model", "resnet10t", "--no-pretrained", "--size", "32"]
+    args += ["--strategy", "full", "--epochs", "60", "--patience", "100", "--batch-size", "8", "--workers", "0"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "graftcv.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
+    )
+    checkpoint = out / "checkpoints" / "phase0-last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint.exists(), "training never reached its first checkpoint"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert (out / "config.json").is_file() and not (out / "summary.json").exists()  # resumable, not finished

@@ -79,6 +79,11 @@ class TrainConfig:
                 raise GraftcvError(f"{flag} must be one of {', '.join(allowed)}, not {getattr(self, item.name)!r}.")
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)
+        if self.devices not in ("auto", 1, "1"):
+            raise GraftcvError(
+                f"--devices {self.devices}: graftcv trains on one device for now; leave --devices at auto (one "
+                "device: the GPU when there is one) or pass 1."
+            )
         if isinstance(self.lr, str) and self.lr != "auto":
             try:
                 self.lr = float(self.lr)

@@ -318,10 +318,15 @@ def fit(
         raise GraftcvError(f"{out} already holds a finished run: choose another --out, or pass --overwrite.")
     if data is None:
         raise GraftcvError("No data given: pass a folder of labelled images or a path,label CSV.")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise GraftcvError(f"--out {out} is a file: give a directory for the run.")
     prep = prepare(data, settings)
     name = "splits" if isinstance(data, DataSplits) else data_name(data)
     run_dir = RunDir(Path(out) if out else default_run_dir(name, prep.config.strategy))
-    run_dir.path.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # read-only, no permission, a file in the way
+        raise GraftcvError(f"Cannot write the run to {run_dir.path}: {error.strerror or error}.") from None
     record = prep.record | {"out": str(run_dir.path)}
     run_dir.write_config(record)
 

@@ -48,14 +48,21 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from .safetensors, or from a .pth/.pt state_dict or checkpoint dict, never unpickling code."""
     if not path.is_file():
         raise GraftcvError(f"Weights file {path} does not exist.")
+    not_weights = GraftcvError(
+        f"{path} is not a weights file: graftcv reads .safetensors files and PyTorch state_dicts (.pth, .pt) "
+        "that hold tensors only."
+    )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception:  # safetensors' own error type for a file that is not one
+            raise not_weights from None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for foreign or pickled-code files
-        raise GraftcvError(f"Could not read weights from {path}: {str(error).splitlines()[0][:150]}") from None
+    except Exception:  # torch raises several types for foreign files and for pickles that hold code
+        raise not_weights from None
     if isinstance(loaded, dict):
         for key in CHECKPOINT_KEYS:
             if isinstance(loaded.get(key), dict):

@@ -30,3 +30,7 @@ def main() -> None:
     except GraftcvError as error:
         err.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         sys.exit(2)
+    except SystemExit as done:
+        if done.code == 130:  # typer's exit for Ctrl-C; a finished epoch is on disk, so say how to go on
+            err.print("[bold yellow]interrupted[/] — continue a training run with `graftcv train --resume OUT`.")
+        raise

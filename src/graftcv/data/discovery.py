@@ -76,8 +76,9 @@ def _find_split_dir(root: Path, split: str) -> Path | None:
 
 def _scan_class_folders(root: Path) -> tuple[ImageSet, list[Path]]:
     """ROOT/CLASS/**/file → labelled candidates; returns (set, files with unsupported suffixes)."""
-    found, unsupported = ImageSet(), []
+    found, unsupported, empty = ImageSet(), [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        before = len(found)
         for file in sorted(class_dir.rglob("*")):
             if not file.is_file() or file.name.startswith("."):
                 continue
@@ -86,6 +87,10 @@ def _scan_class_folders(root: Path) -> tuple[ImageSet, list[Path]]:
                 found.labels.append(class_dir.name)
             else:
                 unsupported.append(file)
+        if len(found) == before:
+            empty.append(class_dir.name)
+    if empty and len(found):
+        log.warning("Left out %d folder(s) with no image files in %s: %s.", len(empty), root, ", ".join(empty[:5]))
     return found, unsupported
 
 
@@ -203,6 +208,12 @@ def discover(
         return _drop_unreadable(images, skipped)
 
     train = load(train_src)
+    if len(train) == 0 and skipped:
+        path, reason = skipped[0]
+        raise GraftcvError(
+            f"No images found in {train_src}: none of its {len(skipped)} file(s) is a usable image "
+            f"({Path(path).name}: {reason})."
+        )
     if len(train) == 0:
         raise GraftcvError(
             f"No images found in {train_src}: expected CLASS/image files, train/ and val/ folders, or a CSV."

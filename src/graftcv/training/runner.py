@@ -95,7 +95,7 @@ def make_trainer(
         return L.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
-            devices=devices,
+            devices=1 if devices == "auto" else devices,  # "auto" would start one process per GPU
             precision=precision,
             max_time=max_time,
             accumulate_grad_batches=accumulate,
@@ -154,7 +154,12 @@ def run_phase(
             accumulate,
         )
         ckpt_path = checkpoint if resume and checkpoint is not None and checkpoint.is_file() else None
-        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning turns Ctrl-C into exit(1): give the interrupt back to the caller
+            if trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
     return PhaseResult(
         name=phase.name,
         epochs_run=len(log.rows),
