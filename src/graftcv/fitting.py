@@ -354,10 +354,11 @@ def find_lr(data: DataInput, steps: int = 60, **settings):
     from graftcv.training.gradient import build_module, make_loaders
     from graftcv.training.lr_find import find_lr as range_test
 
-    config, strategy = resolve_config(settings)
-    if strategy.closed_form:
+    strategy = STRATEGIES.lookup(settings.get("strategy", TrainConfig.strategy))
+    if strategy.closed_form:  # said before the backbone is built
         raise GraftcvError(f"{strategy.name} has no learning rate: its head is fitted in closed form.")
     prep = prepare(data, settings)
+    config = prep.config
     phase = prep.phases[-1]
     features = feature_pass(prep) if phase.on_features else None
     cached = (features.train, features.val) if features is not None else None
