@@ -11,10 +11,12 @@ the server did not answer at all, or a failed /health right after it; the server
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -160,7 +162,8 @@ def start_server(model: Path, port: int, extra: list[str] | None = None, timeout
     command = [str(GRAFTCV), "serve", str(model), "--port", str(port), *(extra or [])]
     # A file, not a pipe: a server that logs a lot would block on a full pipe. It lives as long as the server.
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    # its own process group, so that stop_server reaches uvicorn's worker processes too
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True, start_new_session=True)
     process.log = log  # closed by stop_server
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -185,6 +188,8 @@ def stop_server(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+    with contextlib.suppress(ProcessLookupError):  # workers a killed server left behind
+        os.killpg(process.pid, signal.SIGKILL)
     if hasattr(process, "log"):
         process.log.close()
 

@@ -1,6 +1,7 @@
 """Speed on a laptop CPU: the feature pass on PyTorch vs onnxruntime, and the CLI's start-up; a Markdown table.
 
 .venv/bin/python bench/speed.py --data ../shared/datasets/flowers5 --size 224 --limit 1000
+.venv/bin/python bench/speed.py --cli-only --exported-model MODEL --image one.jpg   # the CLI rows alone
 """
 
 from __future__ import annotations
@@ -48,17 +49,19 @@ def feature_rows(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dic
     model = backbone.model
     model_id = {"name": args.model, "weights": model_fingerprint(model, classifier_param_names(model, True))}
 
-    def run(onnx: bool) -> tuple[np.ndarray, FeatureStats, float]:
+    def run(onnx: bool, workers: int | None = None) -> tuple[np.ndarray, FeatureStats, float]:
         stats, started = FeatureStats(), time.perf_counter()
         features = extract_features(
             model, images.paths, backbone.data_config, model_id, batch_size=64, use_cache=False,
-            progress=False, stats=stats, onnx=onnx, cache_dir=cache,
+            progress=False, stats=stats, onnx=onnx, cache_dir=cache, num_workers=workers,
         )  # fmt: skip
         return np.asarray(features), stats, time.perf_counter() - started
 
     on_torch, torch_stats, torch_wall = run(onnx=False)
     cold, cold_stats, cold_wall = run(onnx=True)  # exports, checks, computes
     warm, warm_stats, warm_wall = run(onnx=True)  # the cached export
+    # decoding in one worker process beside onnxruntime's two threads, instead of inline between batches
+    worker, worker_stats, worker_wall = run(onnx=True, workers=1)
     # what the machine can do: onnxruntime's forward alone on ready tensors
     transform, side = build_transform(backbone.data_config), decode_size(backbone.data_config)
     batch = torch.stack([transform(load_rgb(p, draft_size=side)) for p in images.paths[:64]]).numpy()
@@ -81,6 +84,7 @@ def feature_rows(args: argparse.Namespace, cache: Path) -> tuple[list[dict], dic
         ("PyTorch (channels-last, inference_mode)", torch_stats, torch_wall, on_torch),
         ("onnxruntime, first use (export + check)", cold_stats, cold_wall, cold),
         ("onnxruntime, cached export", warm_stats, warm_wall, warm),
+        ("onnxruntime, cached export, decoding in 1 worker process", worker_stats, worker_wall, worker),
     ]
     rows = [{"pass": name, "stats": stats, "wall": wall, "acc": probe(x)} for name, stats, wall, x in passes]
     facts = {
@@ -97,16 +101,53 @@ def _space(cache: Path) -> Path:
     return space
 
 
+def cli_rows(args: argparse.Namespace, graftcv: str) -> tuple[dict[str, float], list[str]]:
+    """Median wall seconds of each CLI command, and notes on the rows left out."""
+    cli = {
+        "graftcv --help": _wall([graftcv, "--help"], args.repeats),
+        "graftcv train --help": _wall([graftcv, "train", "--help"], args.repeats),
+        "graftcv train --bogus (usage error)": _wall([graftcv, "train", "--bogus"], args.repeats),
+        "graftcv models": _wall([graftcv, "models"], args.repeats),
+    }
+    notes = []
+    image = args.image or (_first_image(Path(args.data)) if args.data else None)
+    if args.exported_model is None or image is None:
+        notes.append("`graftcv predict (exported model, one image)`: skipped, pass --exported-model MODEL and --image")
+    else:
+        command = [graftcv, "predict", str(args.exported_model), str(image)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
+        cli["graftcv predict (exported model, one image)"] = _wall(command, args.repeats)
+    return cli, notes
+
+
+def _first_image(data: Path) -> Path | None:
+    suffixes = {".jpg", ".jpeg", ".png"}
+    return next((p for p in sorted(data.rglob("*")) if p.suffix.lower() in suffixes), None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--model", default="tf_efficientnet_lite0")
+    parser.add_argument("--data", help="labelled images for the feature pass (required unless --cli-only)")
+    parser.add_argument("--model", default="tf_efficientnet_lite0", help="backbone of the feature pass")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--limit", type=int, default=1000, help="images of the data, evenly spread")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each CLI command (median)")
+    parser.add_argument("--exported-model", type=Path, help="a model directory with model.onnx, for the predict row")
+    parser.add_argument("--image", type=Path, help="the image the predict row classifies (default: one of --data)")
+    parser.add_argument("--cli-only", action="store_true", help="time the CLI only, not the feature pass")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if not (args.cli_only or args.data):
+        parser.error("--data is required for the feature pass (or pass --cli-only)")
     graftcv = str(Path(sys.executable).with_name("graftcv"))
+    if args.cli_only:
+        cli, notes = cli_rows(args, graftcv)
+        _print_cli(cli, notes, args.repeats)
+        if args.json:
+            args.json.write_text(json.dumps({"cli": cli, "notes": notes}, indent=2))
+        return
     with tempfile.TemporaryDirectory() as cache:
         rows, facts = feature_rows(args, Path(cache))
     torch_rate = rows[0]["stats"].images_per_second
@@ -127,21 +168,24 @@ def main() -> None:
         f"{rows[2]['stats'].images_per_second / ready:.0%} of it; "
         f"max |Δ feature| vs PyTorch {facts['max_abs_diff']:.2e}"
     )
-    cli = {
-        "graftcv --help": _wall([graftcv, "--help"], args.repeats),
-        "graftcv train --help": _wall([graftcv, "train", "--help"], args.repeats),
-        "graftcv train --bogus (usage error)": _wall([graftcv, "train", "--bogus"], args.repeats),
-    }
-    print(f"\nCLI start-up, median of {args.repeats} (process start included)")
-    print("| command | seconds |\n|---|---|")
-    for command, seconds in cli.items():
-        print(f"| `{command}` | {seconds:.2f} |")
+    cli, notes = cli_rows(args, graftcv)
+    _print_cli(cli, notes, args.repeats)
     if args.json:
         facts |= {
             "rows": [{**r, "stats": r["stats"].__dict__} for r in rows],
             "cli": cli,
+            "notes": notes,
         }
         args.json.write_text(json.dumps(facts, indent=2, default=str))
+
+
+def _print_cli(cli: dict[str, float], notes: list[str], repeats: int) -> None:
+    print(f"\nCLI start-up, median of {repeats} (process start included)")
+    print("| command | seconds |\n|---|---|")
+    for command, seconds in cli.items():
+        print(f"| `{command}` | {seconds:.2f} |")
+    for note in notes:
+        print(f"\n{note}")
 
 
 if __name__ == "__main__":

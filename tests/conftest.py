@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,3 +113,14 @@ def make_split_folder(tmp_path: Path) -> Callable[..., Path]:
 def tiny() -> dict:
     """A fresh copy of the tiny-fit settings."""
     return dict(TINY)
+
+
+@pytest.fixture
+def restore_logging():
+    """main() configures logging for the terminal; put the test process back as it was."""
+    root, package = logging.getLogger(), logging.getLogger("graftcv")
+    handlers, level, package_level = root.handlers[:], root.level, package.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    package.setLevel(package_level)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -77,17 +76,6 @@ def _text(path: Path) -> Path:
 
 BAD = ["missing-path", "no-images", "one-class", "one-image-class", "unknown-val-class", "unknown-strategy",
        "unknown-model", "not-weights", "not-safetensors", "out-is-a-file", "several-devices"]  # fmt: skip
-
-
-@pytest.fixture
-def restore_logging():
-    """main() configures logging for the terminal; put the test process back as it was."""
-    root, package = logging.getLogger(), logging.getLogger("graftcv")
-    handlers, level, package_level = root.handlers[:], root.level, package.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    package.setLevel(package_level)
 
 
 def _previous_run(directory: Path, finished: bool) -> dict[str, bytes]:

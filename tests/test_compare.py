@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +26,7 @@ from graftcv.compare import (
     transfer_verdicts,
     tuning_grid,
 )
+from graftcv.compare.protocol import content_groups, pooled_images, splits_record
 from graftcv.data import ImageSet
 from graftcv.strategies import STRATEGIES, Strategy, register_strategy
 from graftcv.training.phase import Phase
@@ -307,3 +310,103 @@ def test_cli_compare_end_to_end(data, tmp_path):
     assert sorted(r["strategy"] for r in rows) == ["prototype", "prototype", "scratch", "scratch"]
     assert all(int(r["epochs_to_95"]) >= 1 for r in rows if r["strategy"] == "scratch")
     assert "data:image/png;base64," in (out / "compare.html").read_text()
+
+
+# --- byte-identical files (issue 23) ---------------------------------------------------------------
+
+
+def test_folds_without_copies_are_those_drawn_before_grouping():
+    """Every image its own group gives the folds, validation sets and shots drawn image by image (pinned: these
+    are the indices compare drew before it grouped copies)."""
+    splits = build_splits(LABELS, folds=3, seed=4)
+    assert [s.test.tolist() for s in splits] == [
+        [0, 5, 7, 8, 13, 16, 18, 19, 25, 26, 28],
+        [1, 2, 9, 10, 14, 15, 17, 27, 29, 30],
+        [3, 4, 6, 11, 12, 20, 21, 22, 23, 24],
+    ]
+    assert [s.val.tolist() for s in splits] == [[9, 10, 14, 23], [5, 8, 18, 21, 26], [1, 2, 13, 15, 27]]
+    shots = build_splits(LABELS, repeats=2, shots=["1", "2"], seed=1)
+    assert [s.subsets["2"].tolist() for s in shots] == [[1, 4, 19, 21, 23, 25], [6, 7, 13, 16, 26, 29]]
+    unique = [f"digest-{i}" for i in range(len(LABELS))]
+    for options in ({"folds": 3, "seed": 4}, {"repeats": 3, "shots": ["1", "2", "all"], "seed": 2}):
+        plain, grouped = build_splits(LABELS, **options), build_splits(LABELS, groups=unique, **options)
+        for one, other in zip(plain, grouped, strict=True):
+            assert (one.train.tolist(), one.val.tolist(), one.test.tolist()) == (
+                other.train.tolist(),
+                other.val.tolist(),
+                other.test.tolist(),
+            )
+            assert {k: v.tolist() for k, v in one.subsets.items()} == {k: v.tolist() for k, v in other.subsets.items()}
+            assert other.copies == []
+
+
+@pytest.fixture
+def copies(make_folder) -> Path:
+    """3 classes of 10 images, plus copies: renamed in the same class, in other classes, and one image 4 times."""
+    root = make_folder(classes=3, per_class=10)
+    for source, target in [
+        ("class_0/img_00.jpg", "class_0/again.jpg"),
+        ("class_0/img_01.jpg", "class_1/from_0.jpg"),  # the same bytes under two labels
+        ("class_1/img_02.jpg", "class_2/from_1.jpg"),
+        ("class_2/img_03.jpg", "class_2/twice.jpg"),
+        ("class_2/img_03.jpg", "class_2/thrice.jpg"),
+        ("class_2/img_03.jpg", "class_0/four.jpg"),
+    ]:
+        shutil.copyfile(root / source, root / target)
+    return root
+
+
+@pytest.mark.parametrize("options", [{"folds": 3}, {"folds": 5, "seed": 3}, {"repeats": 4, "test_fraction": 0.3}])
+def test_identical_files_never_straddle_a_split(copies: Path, caplog: pytest.LogCaptureFixture, options: dict):
+    images = pooled_images(copies)
+    with caplog.at_level(logging.WARNING, logger="graftcv"):
+        digests = content_groups(images)
+    warned = [r.getMessage() for r in caplog.records if "byte-identical" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("Duplicates: 6 byte-identical file(s)")
+    splits = build_splits(images.labels, shots=["1", "2", "all"], groups=digests, **options)
+    for split in splits:
+        sides = [{digests[i] for i in rows} for rows in (split.train, split.val, split.test)]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2]), split.index
+        assert sorted(np.concatenate([split.train, split.val, split.test]).tolist()) == list(range(len(images)))
+        for level in ("1", "2"):  # K shots are K different images
+            shots = [digests[i] for i in split.subsets[level]]
+            assert len(set(shots)) == len(shots) == 3 * int(level)
+        assert sorted(map(sorted, split.copies)) == sorted(
+            sorted(i for i, d in enumerate(digests) if d == digest)
+            for digest in set(digests)
+            if digests.count(digest) > 1
+        )
+    if "folds" in options:  # every image is held out exactly once
+        assert sorted(np.concatenate([s.test for s in splits]).tolist()) == list(range(len(images)))
+    record = splits_record(images, splits)
+    assert record["identical_files"] == 6 and len(record["copies"]) == 4
+    assert {Path(p).name for group in record["copies"] for p in group} >= {"again.jpg", "from_0.jpg", "four.jpg"}
+
+
+def test_folds_count_copies_once():
+    labels = ["a"] * 8 + ["b"] * 6
+    digests = ["w", "w", "x", "x", "y", "y", "z", "z", "p", "q", "r", "s", "t", "u"]
+    assert len(build_splits(labels, folds=5)) == 5  # 8 files of class a ...
+    with pytest.raises(GraftcvError, match=r"--folds 5 is more than the 4 images of class 'a' \(byte-identical"):
+        build_splits(labels, folds=5, groups=digests)  # ... but 4 different images
+
+
+def test_compare_keeps_identical_files_on_one_side(copies: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Every fit compare makes, tuning runs included, trains, chooses and is scored on disjoint bytes."""
+    spy = SpyFit()
+    with caplog.at_level(logging.WARNING, logger="graftcv"):
+        result = compare(copies, strategies="prototype,partial", folds=3, tune="lr", out=tmp_path / "c", fit=spy)
+    assert sum("byte-identical" in r.getMessage() for r in caplog.records) == 1  # warned once
+    images = pooled_images(copies)
+    digest_of = dict(zip(map(str, images.paths), content_groups(images), strict=True))
+    assert len(spy.calls) == 3 * (1 + 3)
+    for call in spy.calls:
+        train, val, test = ({digest_of[p] for p in call[side]} for side in ("train", "val", "test"))
+        assert not (train & val or train & test or val & test), call["out"]
+    for evaluation in spy.evaluated:  # the chosen model's test fold
+        split = _split_of(evaluation["out"])
+        fits = [c for c in spy.calls if _split_of(c["out"]) == split]
+        seen = {digest_of[p] for c in fits for p in c["train"] + c["val"]}
+        assert not seen & {digest_of[p] for p in evaluation["test"]}
+    assert json.loads((result.out_dir / "splits.json").read_text())["identical_files"] == 6
+    assert json.loads((result.out_dir / "protocol.json").read_text())["protocol"]["identical_files"] == 6

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import logging
 import re
 import shutil
 import subprocess
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pytest
 from conftest import write_class_folders
+from matplotlib.cbook import is_math_text
+from matplotlib.text import Text
 from PIL import Image
 
 import graftcv.cli
 import graftcv.report
+from graftcv import pages
+from graftcv.atomic import write_json
+from graftcv.pages import figure_fonts, figure_label, figure_png, missing_glyphs, new_figure
 from graftcv.report import build_report
+from graftcv.report.figures import confusion_figure
 from graftcv.report.galleries import MISTAKES, PER_CLASS
 
 TINY_ARGS = ["--model", "resnet10t", "--no-pretrained", "--size", "32", "--epochs", "2", "--head-epochs", "2",
@@ -178,3 +188,89 @@ def test_report_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
     assert np.allclose(header, (0x1F, 0x3A, 0x5F), atol=25), header  # the stylesheet applied: the dark-blue band
     lower = pixels[1500:].std()
     assert lower > 10, "the page ends early: charts and galleries missing"
+
+
+# --- class names in any script (issue 23) -----------------------------------------------------------------
+
+UNICODE_CLASSES = ["日本語", "Ελληνικά", "čeština", "العربية", "cat 🐱", "👍", "a$b$c", "a<b>&c"]
+
+
+def _escape(name: str) -> str:
+    """The documented fallback of `pages.figure_label`: each character no font draws as its Python escape."""
+    return "".join(c if not missing_glyphs(c) else c.encode("unicode_escape").decode("ascii") for c in name)
+
+
+def _drawn(figure) -> list[str]:
+    """Every text a figure draws (tick labels included), as matplotlib shows it (a \\$ is a dollar sign)."""
+    return [text.get_text().replace(r"\$", "$") for text in figure.findobj(Text) if text.get_text()]
+
+
+def test_figures_draw_class_names_in_any_script_or_their_escape(caplog: pytest.LogCaptureFixture) -> None:
+    n = len(UNICODE_CLASSES)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        figure = confusion_figure([[i + j for j in range(n)] for i in range(n)], UNICODE_CLASSES)
+        figure_png(figure)
+    assert not [w for w in caught if "missing from font" in str(w.message)], [str(w.message) for w in caught]
+    assert "findfont" not in caplog.text
+    axis = figure.axes[0]
+    for ticks in (axis.get_xticklabels(), axis.get_yticklabels()):
+        assert [t.get_text().replace(r"\$", "$") for t in ticks] == [_escape(name) for name in UNICODE_CLASSES]
+    # DejaVu Sans, which matplotlib ships, draws these as they are on any machine; $ never starts mathtext
+    for name in ("Ελληνικά", "čeština", "العربية", "cat 🐱", "a$b$c", "a<b>&c"):
+        assert figure_label(name).replace(r"\$", "$") == name and name in _drawn(figure)
+    assert not [t.get_text() for t in figure.findobj(Text) if is_math_text(t.get_text())]
+    cjk = figure_label("日本語")
+    assert cjk == "日本語" or cjk == r"\u65e5\u672c\u8a9e"  # a CJK font installed, or the escape
+    assert figure_label("👍") in ("👍", r"\U0001f44d")
+
+
+@pytest.fixture
+def stix_fallback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """STIXGeneral (shipped with matplotlib, so on every machine) as the only fallback font."""
+    monkeypatch.setattr(pages, "FALLBACK_FONTS", ("Not An Installed Font", "STIXGeneral"))
+    pages._installed_fallbacks.cache_clear()
+    with matplotlib.rc_context():
+        yield
+    pages._installed_fallbacks.cache_clear()
+
+
+def test_installed_fallback_fonts_draw_glyphs_glyph_by_glyph(stix_fallback: None) -> None:
+    bold = "𝐁𝐂 class"  # MATHEMATICAL BOLD CAPITAL B, C: in STIXGeneral, not in DejaVu Sans
+    figure = new_figure(3, 1)
+    assert figure_fonts()[-1] == "STIXGeneral" and "Not An Installed Font" not in figure_fonts()
+    assert figure_fonts() == figure_fonts()  # appended once
+    figure.text(0.1, 0.5, figure_label(bold))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figure_png(figure)
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    assert figure_label(bold) == bold and missing_glyphs(bold) == []
+
+
+def test_report_keeps_real_class_names_in_its_text(tmp_path: Path) -> None:
+    """A run directory written by hand (no training): the page's HTML keeps the names, escaped for HTML only,
+    and a note says which names the figures write as escapes."""
+    names = UNICODE_CLASSES
+    n = len(names)
+    counts = dict.fromkeys(names, 3)
+    write_json(tmp_path / "config.json", {"model": "resnet10t", "strategy": "head",
+               "data_summary": {"classes": names, "train_counts": counts, "val_counts": counts}})  # fmt: skip
+    write_json(tmp_path / "summary.json", {"val_accuracy": 0.5, "classes": names})
+    per_class = [{"class": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 3} for c in names]
+    matrix = [[3 if i == j else 0 for j in range(n)] for i in range(n)]
+    confused = [{"true": names[0], "predicted": names[1], "count": 1}]
+    write_json(tmp_path / "val_metrics.json", {"confusion_matrix": matrix, "per_class": per_class,
+               "most_confused": confused, "accuracy": 1.0, "n": 3 * n})  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = build_report(tmp_path, cams=False).read_text()
+    assert not [w for w in caught if "missing from font" in str(w.message)]
+    for name in names:
+        assert html.escape(name, quote=False) in page, name
+    assert "a&lt;b&gt;&amp;c" in page and "a<b>" not in page  # jinja autoescape
+    escaped = pages.escaped_names(names)
+    if escaped:
+        assert "figures write them as escapes" in page
+        assert all(f"{html.escape(name)} as {label}" in page for name, label in escaped.items())
+    assert len(DATA_URI.findall(page)) == 1  # the confusion matrix (no history, no CAMs)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from graftcv.backbones import create_backbone  # noqa: E402
 from graftcv.serve import Limits, ServeSettings, create_app  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from fuzz_serve import free_port, judge, seed_images, send, start_server, stop_server, uploads  # noqa: E402
+from fuzz_serve import GRAFTCV, free_port, judge, seed_images, send, start_server, stop_server, uploads  # noqa: E402
 
 CLASSES = ["ants", "bees", "wasps"]
 # Small limits, so that every one of them can be crossed with small, fast requests.
@@ -100,6 +101,21 @@ def test_health_metadata_and_docs(client, model_dir):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/predict", "/explain", "/health", "/metadata"} <= set(spec["paths"])
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_nothing_from_another_host(client, page):
+    """Swagger UI and ReDoc work offline: every script, stylesheet and icon is served by the service itself."""
+    response = client.get(page)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert "http" not in html and "//" not in html.replace("<!--", "")  # no absolute or protocol-relative URL
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(a.endswith(".js") for a in assets) and all(a.startswith("/static/") for a in assets), assets
+    assert "/openapi.json" in html
+    for asset in assets:
+        got = client.get(asset)
+        assert got.status_code == 200 and len(got.content) > 1000, asset
 
 
 def test_predict_matches_the_python_api(client, model_dir, tmp_path):
@@ -308,17 +324,66 @@ def test_graftcv_serve_process(model_dir):
         stop_server(server)
 
 
-def test_graftcv_serve_bad_model_is_one_line(tmp_path):
+def serve_fails(model: Path, *options: str) -> str:
+    """Run `graftcv serve` expecting it to refuse to start: exit 2, one error line, no traceback, no
+    "Serving" line. Returns the error line."""
     done = subprocess.run(
-        [sys.executable, "-m", "graftcv.cli", "serve", str(tmp_path)],
+        [str(GRAFTCV), "serve", str(model), *options],
         capture_output=True,
         text=True,
         timeout=120,
         env=dict(os.environ, COLUMNS="400"),
     )
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] != []
-    assert "not a graftcv model" in done.stderr
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output and "Serving" not in output, output
+    (error,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert error.startswith("error: ") and ONE_SENTENCE.match(error), error
+    return error
+
+
+def test_graftcv_serve_on_a_busy_port_is_one_line_before_anything_loads(model_dir):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        error = serve_fails(model_dir, "--port", str(port))
+    assert f"Port {port} on 127.0.0.1 is already in use: choose another with --port." in error
+
+
+def test_the_listen_check_binds_as_uvicorn_will():
+    from graftcv.errors import GraftcvError
+    from graftcv.serve.listen import check_can_listen, url
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(GraftcvError, match=f"Port {port} on localhost is already in use"):
+            check_can_listen("localhost", port)  # every address it resolves to, as asyncio's create_server binds
+    check_can_listen("127.0.0.1", port)  # closed again: free, and not left in TIME_WAIT by the check
+    check_can_listen("127.0.0.1", port)
+    with pytest.raises(GraftcvError, match="not a TCP port"):
+        check_can_listen("127.0.0.1", 70000)
+    assert url("::1", 8000) == "http://[::1]:8000" and url("127.0.0.1", 80) == "http://127.0.0.1:80"
+
+
+@pytest.mark.parametrize(
+    ("case", "options", "fragment"),
+    [
+        ("missing-dir", [], "is not a graftcv model"),
+        ("not-a-model", [], "is not a graftcv model"),
+        ("missing-dir", ["--workers", "2"], "is not a graftcv model"),  # loaded in a child process first
+        ("model", ["--workers", "0"], "--workers must be at least 1"),
+        ("model", ["--max-file-mb", "nan"], "positive number of megabytes"),
+        ("model", ["--max-request-mb", "inf"], "positive number of megabytes"),
+        ("model", ["--host", "no-such-host.invalid"], "neither an IP address nor a name"),
+        ("model", ["--host", "192.0.2.1"], "not an address of this machine"),  # TEST-NET-1: never a local one
+    ],
+)
+def test_graftcv_serve_start_failures_are_one_line(case, options, fragment, model_dir, tmp_path):
+    model = {"missing-dir": tmp_path / "nowhere", "not-a-model": tmp_path, "model": model_dir}[case]
+    assert fragment in serve_fails(model, "--port", str(free_port()), *options)
 
 
 def test_non_loopback_host_is_warned_about(model_dir, monkeypatch, caplog):

@@ -16,17 +16,12 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 from torch import nn
 
-from graftcv.atomic import fsync_path, write_json
+from graftcv.atomic import fsync_path, os_errors, write_json
 from graftcv.errors import GraftcvError
 from graftcv.heads.ops import TensorHead
-
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "graftcv.json"
-PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}
-PICKLE_MAGIC = b"\x80"  # pickle protocol 2 and later open with PROTO
-ZIP_MAGIC = b"PK\x03\x04"  # torch.save's container, which holds a pickle
-MAX_SIDE = 4096  # pixels per side of the network input
+from graftcv.meta import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, read_meta
+from graftcv.meta import previous as _previous
+from graftcv.meta import refuse_pickle as _refuse_pickle
 
 
 class Classifier(nn.Module):
@@ -62,7 +57,8 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
     _recover_interrupted_save(directory)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file(tensors, str(staging / WEIGHTS_FILE))
+        with os_errors(directory / WEIGHTS_FILE):
+            save_file(tensors, str(staging / WEIGHTS_FILE))
         meta["weights_sha256"] = sha256_file(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         for path in (staging / WEIGHTS_FILE, staging / META_FILE, staging):
@@ -85,10 +81,6 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
     return directory
 
 
-def _previous(directory: Path) -> Path:
-    return directory.with_name(f".{directory.name}.old")
-
-
 def _recover_interrupted_save(directory: Path) -> None:
     """A process killed between the two renames of a save leaves only `.NAME.old`: that is the model."""
     old = _previous(directory)
@@ -104,64 +96,12 @@ def update_meta(directory: str | Path, **fields: object) -> dict:
     return meta
 
 
-def _refuse_pickle(path: Path, head: bytes = b"") -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES or head.startswith((PICKLE_MAGIC, ZIP_MAGIC)):
-        raise GraftcvError(
-            f"{path} is a pickle-based file, which can run code when loaded; graftcv loads only its own "
-            "artifacts (model.safetensors + graftcv.json)."
-        )
-
-
 def _is_safetensors(raw: bytes) -> bool:
     """The format's own framing: an 8-byte little-endian header length, then that many bytes of JSON."""
     if len(raw) < 10:
         return False
     (length,) = struct.unpack("<Q", raw[:8])
     return 8 + length <= len(raw) and raw[8:9] == b"{"
-
-
-def read_meta(path: str | Path) -> tuple[Path, dict]:
-    """The artifact directory (a path to a file inside it is accepted) and its checked graftcv.json."""
-    directory = Path(path).expanduser()
-    if directory.is_file():
-        _refuse_pickle(directory)
-        directory = directory.parent
-    elif not directory.exists() and _previous(directory).is_dir():
-        raise GraftcvError(
-            f"{directory} is missing but {_previous(directory).name} beside it holds the model of an interrupted "
-            "save: rename it back, or save again."
-        )
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise GraftcvError(f"{directory} is not a graftcv model: {META_FILE} and {WEIGHTS_FILE} are needed.")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise GraftcvError(f"{meta_path} is not valid JSON.") from None
-    problem = _meta_problem(meta)
-    if problem:
-        raise GraftcvError(f"{meta_path} is not a usable graftcv description: {problem}.")
-    return directory, meta
-
-
-def _meta_problem(meta: object) -> str | None:
-    if not isinstance(meta, dict):
-        return "it is not a JSON object"
-    version = meta.get("format_version", FORMAT_VERSION)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        return f"format version {version!r} is not one this graftcv reads (up to {FORMAT_VERSION})"
-    if not isinstance(meta.get("backbone"), str):
-        return "the backbone name is missing"
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
-        return "the class list is missing"
-    data_config = meta.get("data_config")
-    size = data_config.get("input_size") if isinstance(data_config, dict) else None
-    if not isinstance(size, list) or len(size) != 3 or not all(isinstance(v, int) and 0 < v <= MAX_SIDE for v in size):
-        return "the input size is missing or implausible"
-    if not isinstance(meta.get("weights_sha256"), str):
-        return "the SHA-256 of the weights is missing"
-    return None
 
 
 def read_artifact(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

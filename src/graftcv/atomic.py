@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,3 +51,20 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, data: object) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def os_errors(path: str | Path) -> Iterator[None]:
+    """Writers that report a failed write in their own exception type (safetensors: `SafetensorError: ... I/O
+    error: No space left on device (os error 28)`) raise the OSError it was, for `path`, so that a full disk
+    reads the same whoever met it."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as error:
+        found = re.search(r"os error (\d+)", str(error))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from error

@@ -108,10 +108,31 @@ class FeatureStore:
 
     def new_shard(self, rows: int, dim: int) -> tuple[str, np.memmap, Path]:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.sweep_partials()
         shard_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        partial = self.directory / f".{shard_id}.partial.npy"
+        partial = self.directory / f".{shard_id}.{os.getpid()}.partial.npy"
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(rows, dim))
+        try:  # reserve the disk space now: a full disk is then an OSError here, not a SIGBUS mid-pass
+            with partial.open("r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, partial.stat().st_size)
+        except AttributeError:
+            pass  # no posix_fallocate (macOS, Windows)
+        except OSError:
+            del out
+            partial.unlink(missing_ok=True)
+            raise
         return shard_id, out, partial
+
+    def sweep_partials(self) -> int:
+        """Delete shards left half-written by passes whose process is gone (killed, or the machine stopped);
+        each partial file's name carries its writer's PID. Returns how many went."""
+        swept = 0
+        for partial in self.directory.glob(".*.partial.npy"):
+            pid = partial.name.split(".")[-3]
+            if not pid.isdigit() or not _alive(int(pid)):
+                partial.unlink(missing_ok=True)
+                swept += 1
+        return swept
 
     def commit(self, shard_id: str, partial: Path, identities: list[str], meta: dict) -> None:
         digest = _sha256(partial)  # written with the entry: a shard altered later is caught on its next read
@@ -120,6 +141,16 @@ class FeatureStore:
         self.index.update({identity: (shard_id, row) for row, identity in enumerate(identities)})
         self.digests[shard_id] = digest
         self.verified.add(shard_id)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return pid != 0
 
 
 def _sha256(path: Path) -> str:
@@ -246,6 +277,12 @@ def extract_features(
         positions = [i for i, (s, _) in enumerate(found) if s == shard_id]
         features[positions] = shard[[found[i][1] for i in positions]]
     return features
+
+
+def uncached(paths: Sequence[Path], data_config: dict, model_id: dict, cache_dir: Path | None = None) -> int:
+    """How many of these images `extract_features` would have to compute (the others are in the cache)."""
+    store = FeatureStore((cache_dir or default_cache_dir()) / space_key(model_id, data_config))
+    return sum(hit is None for hit in store.lookup([file_identity(Path(p)) for p in paths]))
 
 
 def model_fingerprint(model: nn.Module, exclude: set[str] = frozenset()) -> str:

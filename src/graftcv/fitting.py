@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import random
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +16,7 @@ import numpy as np
 import torch
 
 from graftcv.artifact import Classifier, save_artifact
-from graftcv.backbones import Backbone, classifier_param_names, create_backbone
+from graftcv.backbones import classifier_param_names, create_backbone
 from graftcv.choices import check_choices
 from graftcv.config import TrainConfig
 from graftcv.data import DataSplits, discover, warn_skipped
@@ -22,10 +24,11 @@ from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
 from graftcv.features import FeatureStats, extract_features, model_fingerprint
 from graftcv.model import Model
-from graftcv.rundir import RunDir, data_name, default_run_dir
-from graftcv.strategies import STRATEGIES, Phase, Strategy
+from graftcv.planning import DataInput, Prepared, check_memory, needs_feature_pass, plan_time, recorded_settings
+from graftcv.rundir import RunDir, claimed, data_name, default_run_dir, staging_dir, swap_in
+from graftcv.strategies import STRATEGIES, Strategy
 
-DataInput = str | Path | DataSplits
+log = logging.getLogger("graftcv")
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece")
 
 
@@ -38,20 +41,6 @@ class Run:
     summary: dict
     config: dict
     history: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """What training needs before the first step: settings, strategy, data, backbone, plan, and the record of it
-    all that config.json holds."""
-
-    config: TrainConfig
-    strategy: Strategy
-    splits: DataSplits
-    backbone: Backbone
-    model_id: dict
-    phases: list[Phase]
-    record: dict
 
 
 @dataclass(frozen=True)
@@ -146,16 +135,19 @@ def prepare(data: DataInput, settings: dict) -> Prepared:
         "data_config": backbone.data_config,
         "weights_source": {"kind": backbone.weights.source, "detail": backbone.weights.detail},
         "epochs": knobs.epochs,
+        "train_size": config.training_size(backbone.data_config["input_size"][-1]),
         "lr": config.lr if config.lr == "auto" else knobs.lr,
         "phases": [phase.__dict__ for phase in phases],
         "data_summary": splits.describe(),
     }
-    return Prepared(config, strategy, splits, backbone, model_id, phases, record)
+    prepared = Prepared(config, strategy, splits, backbone, model_id, phases, record)
+    check_memory(prepared)
+    return prepared
 
 
 def feature_pass(prep: Prepared) -> Features | None:
     """Features of every image some phase trains on (or a closed-form head is fitted on), in one pass."""
-    if not prep.strategy.closed_form and not any(p.on_features for p in prep.phases):
+    if not needs_feature_pass(prep):
         return None
     config, splits = prep.config, prep.splits
     with_test = prep.strategy.closed_form and splits.test is not None and len(splits.test) > 0
@@ -182,7 +174,7 @@ def targets(prep: Prepared, split: str) -> np.ndarray:
     return np.array(getattr(prep.splits, split).targets(prep.splits.classes))
 
 
-def train(prep: Prepared, features: Features | None, run_dir: RunDir, resume: bool = False) -> Trained:
+def train(prep: Prepared, features: Features | None, run_dir: RunDir, resume: bool = False, timing=None) -> Trained:
     """The strategy's head fitted in closed form, or its phases trained; the network ends as the best epoch's."""
     model, n_classes = prep.backbone.model, len(prep.splits.classes)
     if prep.strategy.closed_form:
@@ -194,7 +186,15 @@ def train(prep: Prepared, features: Features | None, run_dir: RunDir, resume: bo
 
     cached = (features.train, features.val) if features is not None else None
     outcome = train_phases(
-        model, prep.phases, prep.splits, prep.config, prep.backbone.data_config, cached, run_dir.checkpoints, resume
+        model,
+        prep.phases,
+        prep.splits,
+        prep.config,
+        prep.backbone.data_config,
+        cached,
+        run_dir.checkpoints,
+        resume,
+        timing,
     )
     return Trained(
         Classifier(model), outcome.val_probs, outcome.history, outcome.epochs, outcome.best_epoch, outcome.lr_found
@@ -273,27 +273,6 @@ def summarize(
     return summary
 
 
-def recorded_settings(out: Path, data: DataInput | None, settings: dict) -> tuple[DataInput, dict]:
-    """The data and settings of the unfinished run in `out`, which a resumed run must keep."""
-    run_dir = RunDir(out)
-    if run_dir.finished():
-        raise GraftcvError(f"{out} holds a finished run: there is nothing to resume.")
-    recorded = run_dir.config() if run_dir.has_config() else None
-    if recorded is None:
-        raise GraftcvError(f"{out} holds no run to resume (config.json is missing).")
-    kept = {k: v for k, v in recorded.items() if k in TrainConfig.field_names()}
-    changed = sorted(k for k, v in settings.items() if k in kept and v != kept[k] and k not in ("progress",))
-    if changed:
-        raise GraftcvError(f"A resumed run keeps its settings; drop {', '.join(changed)} or start a new run.")
-    if isinstance(data, DataSplits):
-        pass  # in-memory splits cannot be recorded as a path: the caller passes the same ones again
-    elif data is not None and Path(data).resolve() != Path(recorded["data"]):
-        raise GraftcvError(f"{out} was trained on {recorded['data']}, not {Path(data).resolve()}.")
-    else:
-        data = recorded["data"]
-    return data, kept | {k: v for k, v in settings.items() if k == "progress"}
-
-
 def fit(
     data: DataInput | None,
     out: str | Path | None = None,
@@ -322,17 +301,38 @@ def fit(
         raise GraftcvError(f"--out {out} is a file: give a directory for the run.")
     prep = prepare(data, settings)
     name = "splits" if isinstance(data, DataSplits) else data_name(data)
-    run_dir = RunDir(Path(out) if out else default_run_dir(name, prep.config.strategy))
-    try:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # read-only, no permission, a file in the way
-        raise GraftcvError(f"Cannot write the run to {run_dir.path}: {error.strerror or error}.") from None
-    record = prep.record | {"out": str(run_dir.path)}
+    final = Path(out) if out else default_run_dir(name, prep.config.strategy)
+    with claimed(final):
+        # --overwrite is all or nothing: the new run is built beside the old one, which it replaces only whole
+        replacing = overwrite and not resume and final.is_dir() and any(final.iterdir())
+        work = staging_dir(final) if replacing else final
+        if replacing:
+            shutil.rmtree(work, ignore_errors=True)  # what an earlier, failed overwrite left
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # read-only, no permission, a file in the way
+            raise GraftcvError(f"Cannot write the run to {final}: {error.strerror or error}.") from None
+        try:
+            run = _run(prep, RunDir(work), final, resume, wall_start)
+        except BaseException:
+            if replacing:
+                shutil.rmtree(work, ignore_errors=True)
+                log.warning("%s still holds the previous run: the new one did not finish.", final)
+            raise
+        if replacing:
+            swap_in(work, final)
+        return run
+
+
+def _run(prep: Prepared, run_dir: RunDir, final: Path, resume: bool, wall_start: float) -> Run:
+    """Train, evaluate and save into `run_dir`, recording `final` as where the run lives."""
+    record = prep.record | {"out": str(final)}
     run_dir.write_config(record)
 
+    timing = plan_time(prep, wall_start)
     train_start = time.perf_counter()
     features = feature_pass(prep)
-    trained = train(prep, features, run_dir, resume)
+    trained = train(prep, features, run_dir, resume, timing)
     train_seconds = time.perf_counter() - train_start
     if trained.lr_found is not None:  # --lr auto: the found rate is part of the resolved settings
         record |= {"lr": trained.lr_found, "lr_auto": True}
@@ -345,8 +345,16 @@ def fit(
     run_dir.write_history(trained.history)
     seconds = (train_seconds, time.perf_counter() - wall_start)
     summary = summarize(prep, trained, features, val_report, test_report, run_dir, seconds)
+    summary["model_dir"] = str(RunDir(final).model)
+    if timing is not None:
+        rates = {"train": round(timing.rates.train, 1), "forward": round(timing.rates.forward, 1)}
+        summary |= {
+            "budget": prep.config.budget,
+            "estimated_seconds": round(timing.estimated_seconds, 1),
+            "probe_images_per_second": rates,
+        }
     run_dir.write_summary(summary)
-    return Run(out_dir=run_dir.path, model=model, summary=summary, config=record, history=trained.history)
+    return Run(out_dir=final, model=model, summary=summary, config=record, history=trained.history)
 
 
 def find_lr(data: DataInput, steps: int = 60, **settings):

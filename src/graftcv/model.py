@@ -25,6 +25,7 @@ from graftcv.data import (
 from graftcv.data.images import to_rgb
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
+from graftcv.onnx_forward import CheckedOnnx
 from graftcv.progress import image_progress
 
 log = logging.getLogger("graftcv")
@@ -84,11 +85,15 @@ class Model:
         dataset = ImageDataset(paths, None, build_transform(self.data_config), draft_size=decode_size(self.data_config))
         workers = 0 if len(paths) <= batch_size else (inference_workers() if num_workers is None else num_workers)
         loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
+        fast = None
+        if self.runner is None and CheckedOnnx.worth_it(self.network, self.device, len(paths)):
+            fast = CheckedOnnx(self.network, tuple(self.data_config["input_size"]))
         out = []
         with image_progress(progress) as bar:
             task = bar.add_task("predict", total=len(paths))
             for batch, _ in loader:
-                out.append(self._probs(batch))
+                probs = fast(batch) if fast is not None else None
+                out.append(probs if probs is not None else self._probs(batch))
                 bar.advance(task, len(batch))
         return torch.cat(out).numpy(), [str(p) for p in paths]
 

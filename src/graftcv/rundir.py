@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +16,12 @@ import numpy as np
 
 from graftcv.atomic import write_json, write_text
 from graftcv.data import ImageSet
+from graftcv.errors import GraftcvError
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked there
+    fcntl = None
 
 CONFIG = "config.json"  # every setting, resolved; written before training starts
 METRICS = "metrics.csv"  # one row per epoch
@@ -164,3 +174,49 @@ class RunDir:
             return None
         path = Path(data)
         return path if path.is_dir() else None
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """Hold the run directory `path` for this process: an exclusive lock on the hidden sibling `.NAME.lock`,
+    which records the holder's PID. The operating system releases the lock when the process ends, however it
+    ends, so a killed run never leaves `path` locked; a second run on the same directory gets one sentence."""
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock.open("a+")
+    except OSError as error:  # read-only, no permission, a file in the way
+        raise GraftcvError(f"Cannot write the run to {path}: {error.strerror or error}.") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise GraftcvError(
+                    f"{path} is in use by another graftcv run (PID {holder}): wait for it to end, or choose "
+                    "another --out."
+                ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # the file stays: removing it would let two runs lock two different files
+
+
+def staging_dir(final: Path) -> Path:
+    """Where `--overwrite` builds the new run, beside the old one, until it is complete."""
+    return final.with_name(f".{final.name}.new")
+
+
+def swap_in(staged: Path, final: Path) -> None:
+    """Replace the run in `final` by the complete one in `staged`: two renames, the old run removed last."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staged, final)
+    shutil.rmtree(old, ignore_errors=True)

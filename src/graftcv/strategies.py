@@ -188,6 +188,6 @@ register_strategy(
         epochs=30,
         lr=3e-3,
         defaults={"augment": "strong", "bn": "train", "patience": 10},
-        fixed={"pretrained": False, "weights": None},
+        fixed={"pretrained": False, "weights": None, "freeze_stem": False},
     )
 )

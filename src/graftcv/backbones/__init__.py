@@ -1,7 +1,7 @@
 """Backbones: timm models, where their pretrained weights come from, and their layer groups."""
 
 from graftcv.backbones.factory import DEFAULT_MODEL, Backbone, create_backbone, data_config_for
-from graftcv.backbones.groups import classifier_param_names, layer_groups
+from graftcv.backbones.groups import classifier_param_names, early_groups, layer_groups
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -9,5 +9,6 @@ __all__ = [
     "classifier_param_names",
     "create_backbone",
     "data_config_for",
+    "early_groups",
     "layer_groups",
 ]

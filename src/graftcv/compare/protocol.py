@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import logging
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,11 @@ from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
 from graftcv.data import ImageSet, read_labelled, warn_skipped
 from graftcv.data.discovery import SPLIT_ALIASES
+from graftcv.data.duplicates import content_digests, copies_of
 from graftcv.errors import GraftcvError
 from graftcv.strategies import STRATEGIES, Strategy
+
+log = logging.getLogger("graftcv")
 
 SCRATCH = "scratch"  # the strategy every other one is compared against
 ALL = "all"
@@ -22,13 +27,15 @@ ALL = "all"
 @dataclass(frozen=True)
 class Split:
     """One outer split, as indices into the pooled images: training pool, validation, held-out test,
-    and the class-balanced training subset for every shot level (nested: each K contains every smaller K)."""
+    and the class-balanced training subset for every shot level (nested: each K contains every smaller K);
+    `copies`: the groups of byte-identical images, each kept whole in one of train, val and test."""
 
     index: int
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     subsets: dict[str, np.ndarray]
+    copies: list[list[int]] = field(default_factory=list)
 
 
 # --- input -----------------------------------------------------------------------------------------
@@ -54,6 +61,20 @@ def pooled_images(data: str | Path) -> ImageSet:
     if len(pooled.counts()) < 2:
         raise GraftcvError(f"{data} has only one class: at least two are needed to compare classifiers.")
     return pooled
+
+
+def content_groups(images: ImageSet) -> list[str]:
+    """A digest of every image's bytes, the groups `build_splits` keeps on one side of every split (as `graftcv
+    train` does: `graftcv.data.duplicates`); one warning says how many files repeat another's bytes."""
+    digests = content_digests(images.paths)
+    copies = copies_of(digests)
+    if copies:
+        log.warning(
+            "Duplicates: %d byte-identical file(s) (under other names or in other classes) kept on the same side "
+            "of every split.",
+            copies,
+        )
+    return digests
 
 
 def parse_shots(text: str | Iterable | None) -> list[str]:
@@ -93,6 +114,31 @@ def _stratified(splitter, labels: np.ndarray, what: str):
         raise GraftcvError(f"Cannot draw the {what}: {str(error).splitlines()[0]}") from None
 
 
+class _Groups:
+    """Images with identical bytes as one unit: splitters draw the groups (each as its first image, with that
+    image's label) and every split takes its groups whole. Without copies every image is its own group, in the
+    same order, so the splits are exactly those drawn image by image."""
+
+    def __init__(self, labels: np.ndarray, groups: list[str] | None) -> None:
+        keys = list(range(len(labels))) if groups is None else groups
+        if len(keys) != len(labels):
+            raise ValueError(f"{len(keys)} groups for {len(labels)} labels")
+        members: dict[object, list[int]] = {}
+        for row, key in enumerate(keys):
+            members.setdefault(key, []).append(row)
+        self.members = [np.asarray(rows) for rows in members.values()]  # in order of first appearance
+        self.first = np.asarray([rows[0] for rows in self.members])
+        self.labels = labels[self.first]
+        self.copies = [rows.tolist() for rows in self.members if len(rows) > 1]
+        # distinct images per class; a group holding images of several classes counts once for each of them
+        pairs = dict.fromkeys(zip(keys, labels.tolist(), strict=True))
+        self.distinct = dict(sorted(Counter(label for _, label in pairs).items()))
+
+    def rows(self, groups: np.ndarray) -> np.ndarray:
+        """The image rows of these groups."""
+        return np.concatenate([self.members[g] for g in groups]) if len(groups) else np.zeros(0, dtype=int)
+
+
 def build_splits(
     labels: list[str],
     folds: int | None = None,
@@ -101,16 +147,20 @@ def build_splits(
     seed: int = 0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
+    groups: list[str] | None = None,
 ) -> list[Split]:
     """Outer splits (stratified k-fold, or `repeats` stratified shuffle splits), each with a validation set
     drawn from its training part and class-balanced shot subsets drawn from the rest, once per split.
 
     Everything depends on `seed` and the labels only, never on the strategy, so every strategy sees the
-    same training subsets, the same validation images and the same held-out images.
+    same training subsets, the same validation images and the same held-out images. Images with the same
+    `groups` key (`content_groups`: identical bytes) never straddle train, validation and test: a copy of a
+    training image among the held-out ones would inflate the score.
     """
     y = np.asarray(labels)
-    classes, counts = np.unique(y, return_counts=True)
-    smallest = classes[np.argmin(counts)]
+    units = _Groups(y, groups)
+    distinct = units.distinct
+    smallest = min(distinct, key=lambda c: (distinct[c], c))
     if folds is not None and repeats is not None:
         raise GraftcvError("Choose --folds (k-fold cross-validation) or --repeats (repeated splits), not both.")
     if repeats is not None:
@@ -123,27 +173,38 @@ def build_splits(
         folds = 5 if folds is None else folds
         if folds < 2:
             raise GraftcvError("--folds must be at least 2.")
-        if folds > counts.min():
-            raise GraftcvError(f"--folds {folds} is more than the {counts.min()} images of class {smallest!r}.")
+        if folds > distinct[smallest]:
+            copies = " (byte-identical copies count once)" if units.copies else ""
+            raise GraftcvError(
+                f"--folds {folds} is more than the {distinct[smallest]} images of class {smallest!r}{copies}."
+            )
         outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     if not 0.0 < val_fraction < 1.0:
         raise GraftcvError(f"--val-fraction must be between 0 and 1, got {val_fraction}.")
     levels = shots or [ALL]
     splits = []
-    for index, (train_part, test) in enumerate(_stratified(outer, y, "outer splits")):
+    for index, (train_part, test) in enumerate(_stratified(outer, units.labels, "outer splits")):
         inner = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed + index)
-        (fit_rows, val_rows), *_ = _stratified(inner, y[train_part], f"validation set of split {index}")
-        train, val = train_part[fit_rows], train_part[val_rows]
-        subsets = shot_subsets(y, train, levels, np.random.default_rng([seed, index]), index)
-        splits.append(Split(index, np.sort(train), np.sort(val), np.sort(test), subsets))
+        (fit_rows, val_rows), *_ = _stratified(inner, units.labels[train_part], f"validation set of split {index}")
+        train, val = units.rows(train_part[fit_rows]), units.rows(train_part[val_rows])
+        originals = train[np.isin(train, units.first)]  # K shots are K different images, not one and its copy
+        subsets = shot_subsets(y, train, levels, np.random.default_rng([seed, index]), index, originals)
+        splits.append(Split(index, np.sort(train), np.sort(val), np.sort(units.rows(test)), subsets, units.copies))
     return splits
 
 
 def shot_subsets(
-    y: np.ndarray, train: np.ndarray, levels: list[str], rng: np.random.Generator, index: int
+    y: np.ndarray,
+    train: np.ndarray,
+    levels: list[str],
+    rng: np.random.Generator,
+    index: int,
+    candidates: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """K images of each class for every level K: one random order per class, cut at K, so the subsets nest."""
-    orders = {c: rng.permutation(train[y[train] == c]) for c in np.unique(y)}
+    """K images of each class for every level K: one random order per class, cut at K, so the subsets nest.
+    `candidates`: the rows of `train` a K-shot subset may take (default all); 'all' is the whole of `train`."""
+    pool = train if candidates is None else candidates
+    orders = {c: rng.permutation(pool[y[pool] == c]) for c in np.unique(y)}
     subsets = {}
     for level in levels:
         if level == ALL:
@@ -167,7 +228,11 @@ def splits_record(images: ImageSet, splits: list[Split]) -> dict:
     def paths(rows: np.ndarray) -> list[str]:
         return [str(images.paths[i]) for i in rows]
 
+    copies = splits[0].copies if splits else []
     return {
+        # files with identical bytes: each group sits whole in train, val or test of every split
+        "identical_files": sum(len(group) - 1 for group in copies),
+        "copies": [paths(np.asarray(group)) for group in copies],
         "splits": [
             {
                 "index": split.index,
@@ -177,7 +242,7 @@ def splits_record(images: ImageSet, splits: list[Split]) -> dict:
                 "shots": {level: paths(rows) for level, rows in split.subsets.items()},
             }
             for split in splits
-        ]
+        ],
     }
 
 

@@ -14,6 +14,7 @@ from graftcv.compare.protocol import (
     build_splits,
     check_strategies,
     check_tune,
+    content_groups,
     parse_list,
     parse_shots,
     pooled_images,
@@ -28,7 +29,7 @@ from graftcv.rundir import data_name, default_run_dir
 from graftcv.strategies import STRATEGIES
 
 # compare decides these for every run itself; passing them as fit settings is an error.
-CONTROLLED = {"strategy", "val", "test", "val_fraction", "max_time", "seed"}
+CONTROLLED = {"strategy", "val", "test", "val_fraction", "max_time", "budget", "seed"}
 PROTOCOL = "protocol.json"
 SPLITS = "splits.json"
 
@@ -67,13 +68,11 @@ def compare(
         raise GraftcvError(f"compare sets {', '.join(clash)} itself: use its own options instead.")
     if scratch_epochs < 1:
         raise GraftcvError("--scratch-epochs must be at least 1.")
-    try:
-        budget_time = parse_duration(budget)
-    except GraftcvError:
-        raise GraftcvError(f"--budget must look like 90s, 30m or 1h30m, not {budget!r}.") from None
+    budget_time = parse_duration(budget, "--budget")
     levels = parse_shots(shots)
     images = pooled_images(data)
-    splits = build_splits(images.labels, folds, repeats, levels, seed, val_fraction, test_fraction)
+    groups = content_groups(images)  # byte-identical files stay on one side of every split
+    splits = build_splits(images.labels, folds, repeats, levels, seed, val_fraction, test_fraction, groups=groups)
 
     source = str(Path(data).resolve())
     out_dir = Path(out) if out else default_run_dir("compare", data_name(data))
@@ -87,6 +86,7 @@ def compare(
         "seed": seed,
         "images": len(images),
         "class_counts": images.counts(),
+        "identical_files": len(groups) - len(set(groups)),
         "strategies": strategy_names,
         "tune": tune_names,
         "scratch_recipe": scratch_recipe(scratch_epochs),

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from timm.data import create_transform
-
 from graftcv.errors import GraftcvError
 
 AUGMENT_PRESETS: dict[str, dict] = {
@@ -32,6 +30,8 @@ def decode_size(data_config: dict) -> int:
 
 def build_transform(data_config: dict, augment: str = "none", train: bool = False) -> Callable:
     """The image → tensor transform for a backbone's data config (size, interpolation, mean/std, crop)."""
+    from timm.data import create_transform  # here, so that decode_size and the presets import no timm
+
     if augment not in AUGMENT_PRESETS:
         raise GraftcvError(f"Unknown augmentation {augment!r}: choose one of {', '.join(AUGMENT_PRESETS)}.")
     base = {

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from pytorch_grad_cam.utils.image import show_cam_on_image
 
 from graftcv.explain.pipeline import CamResult
+from graftcv.pages import figure_label, new_figure
 
 
 def overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.5) -> np.ndarray:
@@ -31,8 +30,8 @@ def render_cam(result: CamResult, path: str | Path, dpi: int = 100) -> Path:
     """Write the image, its heat map and their overlay side by side, captioned with class and probability."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure = Figure(figsize=(10, 3.8), dpi=dpi)  # a bare Figure: no pyplot state, safe in any thread
-    FigureCanvasAgg(figure)
+    figure = new_figure(10, 3.8)  # fonts that draw class names in any script
+    figure.set_dpi(dpi)
     axes = figure.subplots(1, 3)
     heat = axes[1].imshow(result.cam, cmap="jet", vmin=0.0, vmax=1.0)
     figure.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.02)
@@ -40,8 +39,8 @@ def render_cam(result: CamResult, path: str | Path, dpi: int = 100) -> Path:
     axes[2].imshow(overlay(result.image, result.cam))
     titles = [Path(result.name).name, f"{result.method} on {result.layer}", f"evidence for {result.target}"]
     for axis, title in zip(axes, titles, strict=True):
-        axis.set_title(title, fontsize=10)
+        axis.set_title(figure_label(title), fontsize=10)
         axis.set_axis_off()
-    figure.suptitle(caption(result), fontsize=12)
+    figure.suptitle(figure_label(caption(result)), fontsize=12)
     figure.savefig(path, bbox_inches="tight")
     return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from graftcv.errors import GraftcvError
 from graftcv.model import load
-from graftcv.pages import render_page
+from graftcv.pages import escaped_names, render_page
 from graftcv.report.figures import confusion_heatmap, learning_curves
 from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
 from graftcv.rundir import RunDir
@@ -57,6 +57,20 @@ def _evaluation(metrics: dict | None, classes: list[str]) -> dict | None:
     }
 
 
+def _escape_note(classes: list[str], shown: int = 5) -> list[str]:
+    """Which class names the figures write as escapes (no installed font draws some of their characters); the
+    page's own text keeps the real names."""
+    escaped = escaped_names(classes)
+    if not escaped:
+        return []
+    pairs = "; ".join(f"{name} as {label}" for name, label in list(escaped.items())[:shown])
+    more = f" and {len(escaped) - shown} more" if len(escaped) > shown else ""
+    return [
+        f"No installed font draws some characters of {len(escaped)} class name(s), so the figures write them as "
+        f"escapes: {pairs}{more}. Installing a font that has them (Noto Sans CJK, say) makes the figures show them."
+    ]
+
+
 def _galleries(run_dir: RunDir, classes: list[str], notes: list[str]) -> dict:
     """CAM overlays of the worst validation mistakes and of each class's clearest examples (or notes why not)."""
     predictions = run_dir.predictions("val")
@@ -100,6 +114,7 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
     history = run_dir.history() or []
     if not history:
         notes.append("No per-epoch history: this strategy fits its head without epochs, or metrics.csv is missing.")
+    notes.extend(_escape_note(classes))
     val = _evaluation(run_dir.metrics("val"), classes)
     if val is None:
         notes.append("val_metrics.json is missing: no confusion matrix or per-class metrics.")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from graftcv.pages import figure_uri, new_figure
+from graftcv.pages import figure_label, figure_uri, new_figure
 
 PHASE_COLOURS = ["#e8f0fb", "#fdf1e3", "#eaf6ec", "#f5e9f7", "#fbf7dd"]
 
@@ -39,7 +40,7 @@ def learning_curves(rows: list[dict]) -> str:
             phases.append((str(row.get("phase")), epoch, epoch))
     for axis, title in ((loss_axis, "loss"), (accuracy_axis, "validation accuracy"), (lr_axis, "learning rate")):
         for i, (name, first, last) in enumerate(phases):
-            label = name if axis is accuracy_axis else None
+            label = figure_label(name) if axis is accuracy_axis else None
             axis.axvspan(first - 0.5, last + 0.5, color=PHASE_COLOURS[i % len(PHASE_COLOURS)], zorder=0, label=label)
         axis.set_title(title, fontsize=11)
         axis.set_xlabel("epoch")
@@ -53,6 +54,12 @@ def learning_curves(rows: list[dict]) -> str:
 
 def confusion_heatmap(matrix: list[list[int]], classes: list[str]) -> str:
     """Counts coloured by the share of each true class (rows), so rare classes stay readable."""
+    return figure_uri(confusion_figure(matrix, classes))
+
+
+def confusion_figure(matrix: list[list[int]], classes: list[str]) -> Figure:
+    """The confusion matrix heat map, its axes labelled with the class names (or their escapes, `figure_label`)."""
+    labels = [figure_label(name) for name in classes]
     counts = np.asarray(matrix, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(classes)
@@ -61,8 +68,8 @@ def confusion_heatmap(matrix: list[list[int]], classes: list[str]) -> str:
     axis = figure.subplots()
     shown = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.03, label="share of the true class")
-    axis.set_xticks(range(n), classes, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
-    axis.set_yticks(range(n), classes)
+    axis.set_xticks(range(n), labels, rotation=45 if n > 3 else 0, ha="right" if n > 3 else "center")
+    axis.set_yticks(range(n), labels)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     if n <= 25:
@@ -70,4 +77,4 @@ def confusion_heatmap(matrix: list[list[int]], classes: list[str]) -> str:
             colour = "white" if shares[i, j] > 0.6 else "black"
             axis.text(j, i, f"{int(value)}", ha="center", va="center", color=colour, fontsize=9)
     figure.tight_layout()
-    return figure_uri(figure)
+    return figure

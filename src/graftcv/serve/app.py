@@ -22,7 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from graftcv.data import decode_size
 from graftcv.errors import GraftcvError
+from graftcv.serve.docs import install_docs
 from graftcv.serve.handlers import install_error_handlers
+from graftcv.serve.listen import check_can_listen, url
 from graftcv.serve.schemas import ERRORS, Health, Metadata, Prediction, PredictResponse
 from graftcv.serve.uploads import BodyLimit, Limits, UploadError, check_content_type, decode_image, upload_label
 
@@ -133,7 +135,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         title="graftcv",
         summary=f"{service.model.meta['backbone']} classifier: {', '.join(service.model.classes[:10])}",
         version=_version(),
+        docs_url=None,  # install_docs: Swagger UI and ReDoc from local files, so that /docs works offline
+        redoc_url=None,
     )
+    install_docs(app)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.state.service = service
     install_error_handlers(app, limits)
@@ -219,28 +224,51 @@ def app_from_env() -> FastAPI:
     return create_app(ServeSettings.from_json(os.environ[CONFIG_ENV]))
 
 
+def _load_in_a_child(settings: ServeSettings) -> str:
+    """Load the model once in a short-lived process, as each worker will, and return its runtime: the
+    supervisor of the workers never holds a copy of the model (nor torch) for as long as it serves."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(_loaded_runtime, settings.to_json()).result()
+    except BrokenProcessPool:
+        raise GraftcvError(f"The process loading {settings.model} died before it finished (out of memory?).") from None
+
+
+def _loaded_runtime(settings_json: str) -> str:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)-8s %(message)s")
+    return create_app(ServeSettings.from_json(settings_json)).state.service.runtime
+
+
 def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """Load the model (a bad artifact fails here, as a GraftcvError) and serve it with uvicorn until stopped."""
+    """Check the settings and that the port is free, load the model (a bad artifact fails here), then serve it
+    with uvicorn until stopped; every problem found before serving is a GraftcvError, and nothing is printed."""
     import uvicorn
 
     if workers < 1:
-        raise GraftcvError("--workers must be at least 1.")
-    if not 0 <= port <= 65535:
-        raise GraftcvError(f"--port {port} is not a TCP port number.")
+        raise GraftcvError(f"--workers must be at least 1, not {workers}.")
+    settings.limits.check()
+    check_can_listen(host, port)  # before the model loads: a busy port is one line, and at once
     if host not in LOOPBACK:
         log.warning("Serving on %s: the service has no authentication, so anyone who can reach it may use it.", host)
     cores = os.cpu_count() or 1
     settings = ServeSettings(
         settings.model, settings.runtime, settings.limits, settings.threads or max(1, cores // workers)
     )
-    app = create_app(settings)  # in this process too: a broken model is one error line, before any worker starts
-    log.info(
-        "Serving %s (%s) on http://%s:%d, docs at /docs.", Path(settings.model), app.state.service.runtime, host, port
-    )
     if workers == 1:
+        app = create_app(settings)
+        log.info(
+            "Serving %s (%s) on %s, docs at /docs.", Path(settings.model), app.state.service.runtime, url(host, port)
+        )
         uvicorn.run(app, host=host, port=port, log_level="warning")
         return
-    del app
+    runtime = _load_in_a_child(settings)  # a broken model is one error line, before any worker starts
+    log.info(
+        "Serving %s (%s) on %s with %d workers, docs at /docs.", Path(settings.model), runtime, url(host, port), workers
+    )
     os.environ[CONFIG_ENV] = settings.to_json()
     extra = {}
     if "timeout_worker_healthcheck" in inspect.signature(uvicorn.run).parameters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 from fastapi import UploadFile
@@ -32,6 +33,14 @@ class Limits:
         if min(self.max_files, self.max_file_bytes, self.max_pixels, self.max_body_bytes) < 1:
             raise GraftcvError("Serving limits must be positive numbers.")
         return self
+
+    @classmethod
+    def from_megabytes(cls, max_files: int, max_file_mb: float, max_pixels: int, max_request_mb: float) -> Limits:
+        """Limits from sizes in megabytes (2**20 bytes), as the CLI takes them; checked."""
+        for megabytes in (max_file_mb, max_request_mb):
+            if not math.isfinite(megabytes) or megabytes <= 0:
+                raise GraftcvError(f"A size limit must be a positive number of megabytes, not {megabytes}.")
+        return cls(max_files, int(max_file_mb * 2**20), max_pixels, int(max_request_mb * 2**20)).check()
 
 
 class UploadError(Exception):

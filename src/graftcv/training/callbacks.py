@@ -7,7 +7,10 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
+
+from graftcv.training.budget import RunClock, format_seconds
 
 
 class BestWeights(L.Callback):
@@ -56,8 +59,11 @@ class EpochLog(L.Callback):
     """One dict per epoch: phase, epoch, losses, accuracy, the head's learning rate as the epoch began,
     seconds since start."""
 
-    def __init__(self, phase: str, epoch_offset: int, started: float, echo: bool) -> None:
-        self.phase, self.offset, self.started, self.echo = phase, epoch_offset, started, echo
+    def __init__(
+        self, phase: str, epoch_offset: int, started: float, echo: bool, clock: RunClock | None = None
+    ) -> None:
+        self.phase, self.offset, self.started, self.echo, self.clock = phase, epoch_offset, started, echo, clock
+        self.epoch_started = started
         self.rows: list[dict] = []
         self.console = Console(file=sys.stderr)
         self.epoch_lr = 0.0
@@ -66,6 +72,7 @@ class EpochLog(L.Callback):
         # read before the epoch: Lightning steps epoch-interval schedulers before on_train_epoch_end
         lrs = [g["lr"] for g in trainer.optimizers[0].param_groups] if trainer.optimizers else [0.0]
         self.epoch_lr = max(lrs)
+        self.epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -80,11 +87,16 @@ class EpochLog(L.Callback):
             "seconds": round(time.perf_counter() - self.started, 2),
         }
         self.rows.append(row)
+        eta = ""
+        if self.clock is not None:
+            self.clock.epoch = time.perf_counter() - self.epoch_started
+            self.clock.epochs_left = max(0, self.clock.epochs_left - 1)
+            eta = f"  run ETA {format_seconds(self.clock.eta())}"
         if self.echo:
             self.console.print(
                 f"[dim]{row['phase']:>11}[/] epoch {row['epoch']:>3}  train_loss {row['train_loss']:.4f}  "
                 f"val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.4f}  lr {row['lr']:.2e}  "
-                f"{row['seconds']:.1f}s",
+                f"{row['seconds']:.1f}s{eta}",
                 soft_wrap=True,
             )
 
@@ -93,3 +105,18 @@ class EpochLog(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.rows = list(state["rows"])
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich bar (which times the epoch), with the ETA of the whole run beside the metrics."""
+
+    def __init__(self, clock: RunClock | None) -> None:
+        super().__init__(leave=True)
+        self.clock = clock
+
+    def get_metrics(self, trainer: L.Trainer, module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, module)
+        if self.clock is not None and trainer.training and trainer.num_training_batches:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.ready / trainer.num_training_batches
+            items["run ETA"] = format_seconds(self.clock.eta(min(done, 1.0)))
+        return items

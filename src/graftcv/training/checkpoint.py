@@ -11,7 +11,7 @@ from lightning.fabric.plugins import CheckpointIO
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from graftcv.atomic import replacing
+from graftcv.atomic import os_errors, replacing
 from graftcv.errors import GraftcvError
 
 STRUCTURE_KEY = "graftcv.checkpoint"
@@ -53,7 +53,7 @@ def save_state(state: dict[str, Any], path: str | Path) -> None:
     """Write a nested state atomically: a killed process leaves the previous file, never half of one."""
     tensors: dict[str, torch.Tensor] = {}
     structure = json.dumps(_encode(state, tensors, "s"))
-    with replacing(path) as staging:
+    with replacing(path) as staging, os_errors(path):
         save_file(tensors, str(staging), metadata={STRUCTURE_KEY: structure})
 
 

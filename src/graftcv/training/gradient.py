@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,9 +15,19 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
-from graftcv.backbones import layer_groups
+from graftcv.backbones import early_groups, layer_groups
 from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
+from graftcv.training.budget import (
+    MAX_EPOCH_FACTOR,
+    MIN_EPOCH_FRACTION,
+    EpochPlan,
+    RunClock,
+    Throughput,
+    epoch_seconds,
+    format_seconds,
+    plan_epochs,
+)
 from graftcv.training.callbacks import BestWeights
 from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import TransferModule
@@ -23,6 +35,7 @@ from graftcv.training.optim import OptimSettings
 from graftcv.training.phase import Phase
 from graftcv.training.runner import run_phase
 
+log = logging.getLogger("graftcv")
 PROGRESS = "progress.safetensors"  # the phases finished so far, their history and the weights after them
 
 
@@ -33,6 +46,17 @@ class GradientOutcome:
     epochs: int
     best_epoch: int
     lr_found: float | None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What the time planning of a run knows: measured rates, the moment training must end by (--budget) and
+    the clock behind the whole run's ETA."""
+
+    rates: Throughput
+    deadline: float | None
+    clock: RunClock
+    estimated_seconds: float = 0.0  # the whole run, as estimated before it started (without a budget)
 
 
 def _class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -62,8 +86,11 @@ def _mixup(config: TrainConfig, n_classes: int) -> nn.Module | None:
 def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_classes: int) -> TransferModule:
     optim = OptimSettings(config.optimizer, config.schedule, config.weight_decay, config.momentum)
     weights = _class_weights(y_train, n_classes) if config.balance == "weights" else None
+    groups = layer_groups(model)
+    pretrained = config.pretrained or config.weights is not None
+    frozen = early_groups(model, groups) if config.freeze_stem and pretrained else 0
     return TransferModule(
-        model, layer_groups(model), optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes)
+        model, groups, optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes), frozen
     )
 
 
@@ -104,7 +131,9 @@ def make_loaders(
         val = torch.utils.data.DataLoader(TensorDataset(val_x, torch.from_numpy(y_val)), batch_size=256)
         return train, val
     size = data_config["input_size"][-1]
-    train_set = ImageDataset(splits.train.paths, y_train, build_transform(data_config, config.augment, True), size)
+    train_config = data_config | {"input_size": (3, *(config.training_size(size),) * 2)}
+    train_transform = build_transform(train_config, config.augment, True)
+    train_set = ImageDataset(splits.train.paths, y_train, train_transform, size)
     val_set = ImageDataset(splits.val.paths, y_val, build_transform(data_config), size)
     drop_last = bool(config.mixup or config.cutmix) and len(train_set) > config.batch_size
     micro, _ = micro_batching(config, phase)
@@ -124,6 +153,7 @@ def train_phases(
     cached: tuple[np.ndarray, np.ndarray] | None,
     checkpoints: Path | None = None,
     resume: bool = False,
+    timing: Timing | None = None,
 ) -> GradientOutcome:
     """Train `model` in place through every phase; it ends holding the weights of the best validation
     epoch of the whole run (by loss), whichever phase that was in.
@@ -133,7 +163,7 @@ def train_phases(
     """
     y_train = np.array(splits.train.targets(splits.classes))
     module = build_module(model, config, y_train, len(splits.classes))
-    budget = parse_duration(config.max_time)
+    time_limit = parse_duration(config.max_time)
     started = time.perf_counter()
     history: list[dict] = []
     val_probs, best_epoch, lr_found, done = None, 0, None, 0
@@ -151,12 +181,22 @@ def train_phases(
         if index < done:
             continue
         left = None
-        if budget is not None:
-            left = budget - timedelta(seconds=time.perf_counter() - started)
+        if time_limit is not None:
+            left = time_limit - timedelta(seconds=time.perf_counter() - started)
             if left.total_seconds() < 1 and val_probs is not None:
                 break
             left = max(left, timedelta(seconds=1))
+        fraction = 1.0
+        if timing is not None and not phase.on_features:
+            planned = _planned(phase, phases[index:], splits, config, timing, must_run=val_probs is None)
+            if planned is None:
+                continue
+            phase, fraction, budget_left = planned
+            if budget_left is not None:
+                left = budget_left if left is None else min(left, budget_left)
+            _announce_phase(phase, fraction, splits, timing)
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
+        fraction = max(fraction, 1.0 / max(1, len(train_loader)))  # at least one batch per epoch
         if config.lr == "auto" and index == len(phases) - 1:
             if lr_found is None:
                 from graftcv.training.lr_find import find_lr
@@ -179,6 +219,8 @@ def train_phases(
             checkpoint=checkpoint,
             resume=resume,
             accumulate=micro_batching(config, phase)[1],
+            fraction=fraction,
+            clock=timing.clock if timing is not None and not phase.on_features else None,  # feature epochs: seconds
             **trainer_options,
         )
         history.extend(result.history)
@@ -199,3 +241,39 @@ def train_phases(
     if checkpoints is not None:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return GradientOutcome(history, val_probs, len(history), best_epoch, lr_found)
+
+
+def _planned(
+    phase: Phase, remaining: list[Phase], splits: DataSplits, config: TrainConfig, timing: Timing, must_run: bool
+) -> tuple[Phase, float, timedelta | None] | None:
+    """The phase as the budget allows (epochs, share of each epoch, a hard stop a little past its share of the
+    time left), or None when not even a tenth of an epoch fits and an earlier phase already gave a model
+    (`must_run` False); without a budget, the phase as planned."""
+    if timing.deadline is None:
+        return phase, 1.0, None
+    image_epochs = sum(p.epochs for p in remaining if not p.on_features) or 1
+    available = (timing.deadline - time.perf_counter()) * phase.epochs / image_epochs
+    cap = config.epochs or phase.epochs * MAX_EPOCH_FACTOR
+    plan = plan_epochs(available, len(splits.train), len(splits.val), timing.rates, cap)
+    if plan.skipped and must_run:
+        log.warning("The budget is shorter than a tenth of an epoch: one short epoch runs all the same.")
+        plan = EpochPlan(1, MIN_EPOCH_FRACTION)
+    if plan.skipped:
+        log.warning(
+            "The budget leaves %s for the %s phase, under a tenth of an epoch (%s): it is skipped and the model "
+            "so far is kept.",
+            format_seconds(available),
+            phase.name,
+            format_seconds(epoch_seconds(len(splits.train), len(splits.val), timing.rates)),
+        )
+        return None
+    return replace(phase, epochs=plan.epochs), plan.fraction, timedelta(seconds=max(1.0, available * 1.1))
+
+
+def _announce_phase(phase: Phase, fraction: float, splits: DataSplits, timing: Timing) -> None:
+    """Point the run's clock at this phase, and say what the budget chose."""
+    seconds = epoch_seconds(len(splits.train), len(splits.val), timing.rates, fraction)
+    timing.clock.epoch, timing.clock.epochs_left = seconds, phase.epochs
+    if timing.deadline is not None:
+        share = "" if fraction >= 1 else f", each on {math.floor(fraction * 100)}% of the training images"
+        log.info("Budget: %d %s epoch(s)%s, about %s each.", phase.epochs, phase.name, share, format_seconds(seconds))

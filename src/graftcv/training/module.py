@@ -38,10 +38,13 @@ class TransferModule(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         bn: str = "freeze",
         mixup: nn.Module | None = None,
+        frozen_bottom: int = 0,
     ) -> None:
+        """`frozen_bottom`: groups from the stem up that no phase trains (see `backbones.early_groups`)."""
         super().__init__()
         self.model = model
         self.groups = groups
+        self.frozen_bottom = frozen_bottom
         self.optim = optim
         self.bn = bn
         self.mixup = mixup
@@ -59,7 +62,7 @@ class TransferModule(L.LightningModule):
         self.update_trainable(epoch=0)
 
     def n_trainable(self, epoch: int) -> int:
-        return trainable_groups(self.phase, len(self.groups), epoch)
+        return min(trainable_groups(self.phase, len(self.groups), epoch), len(self.groups) - self.frozen_bottom)
 
     def update_trainable(self, epoch: int) -> None:
         set_trainable(self.model, self.groups, self.n_trainable(epoch))

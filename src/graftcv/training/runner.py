@@ -15,11 +15,12 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from graftcv.errors import GraftcvError
-from graftcv.training.callbacks import BestWeights, EpochLog
+from graftcv.training.budget import RunClock
+from graftcv.training.callbacks import BestWeights, EpochLog, RunProgressBar
 from graftcv.training.checkpoint import SafetensorsCheckpointIO
 from graftcv.training.module import TransferModule
 from graftcv.training.phase import Phase
@@ -76,6 +77,8 @@ def make_trainer(
     progress: bool = True,
     checkpoint: Path | None = None,
     accumulate: int = 1,
+    fraction: float = 1.0,
+    clock: RunClock | None = None,
 ) -> L.Trainer:
     """A quiet Trainer; with `checkpoint`, the state after every epoch goes to that file (pickle-free)."""
     bar = progress and sys.stderr.isatty()
@@ -99,12 +102,13 @@ def make_trainer(
             precision=precision,
             max_time=max_time,
             accumulate_grad_batches=accumulate,
+            limit_train_batches=fraction,
             logger=False,
             enable_checkpointing=checkpoint is not None,
             plugins=[SafetensorsCheckpointIO()] if checkpoint is not None else None,
             enable_model_summary=False,
             enable_progress_bar=bar,
-            callbacks=[*callbacks, *([RichProgressBar(leave=True)] if bar else [])],
+            callbacks=[*callbacks, *([RunProgressBar(clock)] if bar else [])],
             num_sanity_val_steps=0,
             log_every_n_steps=1,
         )
@@ -129,6 +133,8 @@ def run_phase(
     checkpoint: Path | None = None,
     resume: bool = False,
     accumulate: int = 1,
+    fraction: float = 1.0,
+    clock: RunClock | None = None,
 ) -> PhaseResult:
     """Train `module` under `phase`; the weights of the best validation epoch so far (this phase or,
     when `best` is carried over, an earlier one) are in the model when it returns.
@@ -138,7 +144,7 @@ def run_phase(
     module.start_phase(phase)
     best = best or BestWeights()
     best.epoch_offset = epoch_offset
-    log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), echo=not sys.stderr.isatty())
+    log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), not sys.stderr.isatty(), clock)
     stopper = EarlyStopping("val_loss", patience=patience, mode="min")
     phase_start = time.perf_counter()
     with quiet_lightning():
@@ -152,6 +158,8 @@ def run_phase(
             progress,
             checkpoint,
             accumulate,
+            fraction,
+            clock,
         )
         ckpt_path = checkpoint if resume and checkpoint is not None and checkpoint.is_file() else None
         try:

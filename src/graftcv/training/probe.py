@@ -1,0 +1,68 @@
+"""A few seconds of measured throughput before a run: training steps and forward passes on the run's own images."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from graftcv.training.budget import Throughput
+from graftcv.training.module import TransferModule
+from graftcv.training.phase import Phase
+
+# onnxruntime's feature pass against a PyTorch forward, decoding included (bench/RESULTS.md, issue 15: 2.32x)
+ONNX_FEATURE_SPEEDUP = 2.0
+
+
+def _timed_batches(loader: DataLoader, warmup: int, timed: int, step) -> float:
+    """Images per second over `timed` batches after `warmup` ones, loading included (as in an epoch); over
+    every batch when the loader has no more than the warm-up."""
+    seconds: list[tuple[int, float]] = []
+    clock = time.perf_counter()
+    for index, (x, y) in enumerate(loader):
+        step(x, y)
+        now = time.perf_counter()
+        seconds.append((len(y), now - clock))
+        clock = now
+        if index + 1 >= warmup + timed:
+            break
+    counted = seconds[warmup:] or seconds
+    return sum(n for n, _ in counted) / max(sum(t for _, t in counted), 1e-6) if counted else float("nan")
+
+
+def measure_throughput(
+    module: TransferModule,
+    phase: Phase | None,
+    train_loader: DataLoader | None,
+    eval_loader: DataLoader,
+    onnx_features: bool,
+    timed: int = 3,
+) -> Throughput:
+    """Training images/s of `phase` (on a copy of the module's network, so no weight moves) and forward
+    images/s at the evaluation size. Loaders should not keep workers: each probe starts its own."""
+    network = copy.deepcopy(module.model).to(memory_format=torch.channels_last)
+    train_rate = float("nan")
+    if phase is not None and train_loader is not None:
+        probe = TransferModule(network, module.groups, module.optim, bn=module.bn, frozen_bottom=module.frozen_bottom)
+        probe.loss = module.loss
+        probe.start_phase(phase)
+        network.train()
+        probe._set_norm_modes()
+
+        def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+            loss = probe.loss(network(x.contiguous(memory_format=torch.channels_last)), y)
+            loss.backward()
+            network.zero_grad(set_to_none=True)
+
+        train_rate = _timed_batches(train_loader, 1, timed, train_step)
+    network.eval()
+
+    def forward(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.inference_mode():
+            network(x.contiguous(memory_format=torch.channels_last))
+
+    forward_rate = _timed_batches(eval_loader, 1, 1, forward)
+    feature_rate = forward_rate * (ONNX_FEATURE_SPEEDUP if onnx_features else 1.0)
+    return Throughput(train=train_rate, forward=forward_rate, features=feature_rate)
