@@ -65,7 +65,7 @@ def measure(splits: DataSplits, size: int, steps: int, lever: dict) -> tuple[flo
     try:
         module = build_module(prep.backbone.model, prep.config, targets(prep, "train"), len(prep.splits.classes))
         if lever.get("compile"):
-            module.model = torch.compile(module.model)
+            module.model.compile()  # in place: parameter names (and so the layer groups) stay as they are
         module.start_phase(phase)
         train_loader, _ = make_loaders(phase, prep.splits, prep.config, prep.backbone.data_config, None)
         micro, accumulate = micro_batching(prep.config, phase)

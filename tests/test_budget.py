@@ -154,3 +154,20 @@ def test_a_budget_too_short_for_the_feature_pass_is_one_sentence(tmp_path, make_
         graftcv.fit(
             make_folder(per_class=8), out=tmp_path / "run", **tiny | {"strategy": "linear-probe", "budget": "1s"}
         )
+
+
+def test_the_probe_leaves_the_run_s_random_draws_alone(tmp_path, make_folder, tiny) -> None:
+    """Same seed, same numbers, whether the run measured its throughput first (CLI, --budget) or not."""
+    import numpy as np
+
+    import graftcv
+
+    data = make_folder(per_class=6)
+    quiet = graftcv.fit(data, out=tmp_path / "quiet", **tiny | {"strategy": "full"})
+    probed = graftcv.fit(data, out=tmp_path / "probed", **tiny | {"strategy": "full", "budget": "10m"})
+    assert "probe_images_per_second" in probed.summary and "probe_images_per_second" not in quiet.summary
+    assert [row["train_loss"] for row in probed.history] == [row["train_loss"] for row in quiet.history]
+    assert np.array_equal(
+        np.loadtxt(tmp_path / "quiet" / "val_predictions.csv", delimiter=",", skiprows=1, usecols=3),
+        np.loadtxt(tmp_path / "probed" / "val_predictions.csv", delimiter=",", skiprows=1, usecols=3),
+    )

@@ -182,7 +182,7 @@ def _compute_into(
     model.eval()
     model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPUs
     dataset = ImageDataset(paths, None, build_transform(data_config), draft_size=decode_size(data_config))
-    workers = inference_workers() if num_workers is None else num_workers
+    workers = inference_workers(onnx=runner is not None) if num_workers is None else num_workers
     loader = make_loader(dataset, batch_size=batch_size, num_workers=workers)
     start = 0
     try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +44,22 @@ class Prepared:
 
 def needs_feature_pass(prep: Prepared) -> bool:
     return prep.strategy.closed_form or any(p.on_features for p in prep.phases)
+
+
+@contextlib.contextmanager
+def unchanged_random_state() -> Iterator[None]:
+    """Python's, numpy's and torch's random state as they were before, whatever runs inside."""
+    import random
+
+    import torch
+
+    python, generator = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            np.random.set_state(generator)
 
 
 def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
@@ -85,7 +103,8 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
         )
     on_cpu = next(prep.backbone.model.parameters()).device.type == "cpu"
     onnx = on_cpu and importlib.util.find_spec("onnxruntime") is not None and to_compute >= MIN_IMAGES_TO_EXPORT
-    rates = measure_throughput(module, phase, train_loader, eval_loader, onnx_features=onnx)
+    with unchanged_random_state():  # the probe draws shuffles and augmentations: a run with it draws the same
+        rates = measure_throughput(module, phase, train_loader, eval_loader, onnx_features=onnx)
     del train_loader
     work = Workload(
         n_train=len(splits.train),
@@ -128,7 +147,8 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
         rates.train if phase is not None else 0,
         rates.forward,
     )
-    return Timing(rates, deadline, RunClock(after_training, guess.epoch, guess.epochs), guess.total + elapsed)
+    expected = budget.total_seconds() if budget is not None else guess.total + elapsed
+    return Timing(rates, deadline, RunClock(after_training, guess.epoch, guess.epochs), expected)
 
 
 def check_memory(prep: Prepared) -> None:

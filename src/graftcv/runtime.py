@@ -43,7 +43,7 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError:
-        raise missing_extra("onnxruntime (needed to run ONNX models)", "onnx") from None
+        raise GraftcvError("onnxruntime, which runs ONNX models, is not installed: pip install onnxruntime.") from None
     return onnxruntime
 
 

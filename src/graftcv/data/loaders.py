@@ -47,12 +47,13 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def inference_workers() -> int:
-    """Decoding workers for a forward-only pass: the model's threads use every core, so a worker process
-    pays only where cores are left over. On 2 cores, decoding inline measured 30.8 img/s against 28.5 with
-    one worker (EfficientNet-Lite0, 224 px, ants_bees)."""
+def inference_workers(onnx: bool = False) -> int:
+    """Decoding workers for a forward-only pass. PyTorch's threads use every core, so a worker process pays
+    only where cores are left over: on 2 cores, decoding inline measured 30.8 img/s against 28.5 with one
+    worker (EfficientNet-Lite0, 224 px, ants_bees). onnxruntime leaves more room: one worker measured 55.5
+    img/s against 51.1 inline (flowers5, 224 px; bench/RESULTS.md, issue 15)."""
     cores = os.cpu_count() or 1
-    return 0 if cores <= 2 else default_workers()
+    return default_workers() if onnx or cores > 2 else 0
 
 
 def make_loader(

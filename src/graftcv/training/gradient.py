@@ -56,7 +56,7 @@ class Timing:
     rates: Throughput
     deadline: float | None
     clock: RunClock
-    estimated_seconds: float = 0.0  # the whole run, as estimated before it started (without a budget)
+    estimated_seconds: float = 0.0  # the whole run as estimated before it started; the budget when given
 
 
 def _class_weights(targets: np.ndarray, n_classes: int) -> torch.Tensor:
