@@ -99,16 +99,23 @@ def test_early_groups_are_the_stem_and_stride_4_stages(name: str, expected: int,
     assert all(n.startswith(first_trained) for n in groups[expected])
 
 
-def test_training_size_is_80_percent_with_crop_augmentation_only() -> None:
-    assert TrainConfig().training_size(224) == 176
-    assert TrainConfig(augment="strong").training_size(128) == 96
-    assert TrainConfig(augment="none").training_size(224) == 224
-    assert TrainConfig(train_size=200).training_size(224) == 200
-    assert TrainConfig().training_size(16) == 16
+def test_training_size_defaults_to_the_evaluation_size() -> None:
+    assert TrainConfig().training_size(224) == 224
+    assert TrainConfig(train_size=176).training_size(224) == 176
     with pytest.raises(GraftcvError, match="--train-size"):
         TrainConfig(train_size=8).validate()
     with pytest.raises(GraftcvError, match="--budget must look like"):
         TrainConfig(budget="soon").validate()
+
+
+def test_training_images_come_at_the_training_size(make_folder, tiny) -> None:
+    from graftcv.fitting import prepare
+    from graftcv.training.gradient import make_loaders
+
+    prep = prepare(make_folder(per_class=4), tiny | {"strategy": "full", "size": 48, "train_size": 32})
+    train, val = make_loaders(prep.phases[-1], prep.splits, prep.config, prep.backbone.data_config, None)
+    assert next(iter(train))[0].shape[-2:] == (32, 32)
+    assert next(iter(val))[0].shape[-2:] == (48, 48)  # validation (and the saved model) keep --size
 
 
 def test_frozen_stem_gets_no_gradient_and_scratch_trains_everything(tmp_path, make_folder, tiny) -> None:
@@ -137,11 +144,11 @@ def test_budget_plans_the_epochs_and_records_the_estimate(tmp_path, make_folder,
     import graftcv
 
     data = make_folder(per_class=8)
-    settings = tiny | {"epochs": None, "strategy": "full", "budget": "10m"}
+    settings = tiny | {"epochs": 2, "strategy": "full", "budget": "10m"}
     with caplog.at_level(logging.INFO, logger="graftcv"):
         run = graftcv.fit(data, out=tmp_path / "run", **settings)
     assert "Estimated run: 10m00s (--budget)" in caplog.text
-    assert "Budget: 24 full epoch(s)" in caplog.text  # the cap: 3x the strategy's 8 epochs fit in 10 minutes
+    assert "Budget: 2 full epoch(s)" in caplog.text  # the --epochs given are the cap, and 10 minutes cover them
     assert run.summary["budget"] == "10m" and run.summary["estimated_seconds"] > 0
     assert run.summary["probe_images_per_second"]["train"] > 0
     assert run.config["budget"] == "10m"
