@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -257,17 +256,6 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory, images: Path) -> Path:
     base = tmp_path_factory.mktemp("explain-model")
     run = graftcv.fit(images, out=base / "run", **(TINY | {"strategy": "head", "val_fraction": 0.5, "cache": False}))
     return run.out_dir / "model"
-
-
-@pytest.fixture
-def restore_logging():
-    """main() configures logging for the terminal; put the test process back as it was."""
-    root, package = logging.getLogger(), logging.getLogger("graftcv")
-    handlers, level, package_level = root.handlers[:], root.level, package.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    package.setLevel(package_level)
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, *args: object) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import shutil
 import sys
 
@@ -39,16 +38,6 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
             models[name] = run.out_dir / "model"
             reports[name] = export_onnx(models[name], images=[data], exporter=exporter)
     return {"data": data, "models": models, "reports": reports, "images": sorted(data.rglob("*.jpg"))[::2]}
-
-
-@pytest.fixture
-def restore_logging():
-    root, package = logging.getLogger(), logging.getLogger("graftcv")
-    handlers, level, package_level = root.handlers[:], root.level, package.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    package.setLevel(package_level)
 
 
 def run_main(argv: list, monkeypatch: pytest.MonkeyPatch) -> int:
