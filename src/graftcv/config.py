@@ -36,9 +36,12 @@ class TrainConfig:
     size: int | None = setting(None, "Input size in pixels", "Data")
     # FixRes (Touvron et al. 2019): random crops make objects look larger in training than at test, so training
     # below the evaluation size can match apparent sizes and costs fewer pixels (176 of 224: 1.8x the images/s).
-    # Not the default: with both levers, EfficientNet-Lite0 lost 0.5-2.4 test points on flowers5 and art_painting
-    # (bench/RESULTS.md, issue 15), and which lever costs them is not yet measured.
+    # Not the default: every epoch at 176 px lost 0.5-2.4 test points on flowers5 and art_painting; progressive
+    # resizing, whose last epoch is at full size, buys the same time back (bench/RESULTS.md, issue 15).
     train_size: int | None = setting(None, "Training input size (default: --size; evaluation stays at --size)", "Data")
+    progressive_resize: bool = setting(
+        True, "Image epochs grow from 4/7 of the training size to it (--no-progressive-resize: all at it)", "Data"
+    )
     augment: str = setting("light", "Training augmentation", "Data", choices=("none", "light", "strong"))
     mixup: float = setting(0.0, "Mixup alpha", "Data")
     cutmix: float = setting(0.0, "CutMix alpha", "Data")

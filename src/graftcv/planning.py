@@ -79,6 +79,7 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
     )
     from graftcv.training.gradient import Timing, build_module, make_loaders
     from graftcv.training.probe import measure_throughput
+    from graftcv.training.resizing import planned_sizes
 
     config, splits = prep.config, prep.splits
     budget = parse_duration(config.budget, "--budget")
@@ -103,8 +104,12 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
         )
     on_cpu = next(prep.backbone.model.parameters()).device.type == "cpu"
     onnx = on_cpu and importlib.util.find_spec("onnxruntime") is not None and to_compute >= MIN_IMAGES_TO_EXPORT
+    full = config.training_size(prep.backbone.data_config["input_size"][-1])
+    sizes = planned_sizes(config.progressive_resize, full, phase.epochs) if phase else ()
     with unchanged_random_state():  # the probe draws shuffles and augmentations: a run with it draws the same
-        rates = measure_throughput(module, phase, train_loader, eval_loader, onnx_features=onnx)
+        rates = measure_throughput(
+            module, phase, train_loader, eval_loader, onnx_features=onnx, small_size=min(sizes, default=None)
+        )
     del train_loader
     work = Workload(
         n_train=len(splits.train),
@@ -114,7 +119,7 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
         image_epochs=sum(p.epochs for p in image_phases),
         test_on_features=prep.strategy.closed_form,
     )
-    guess = estimate(work, rates)
+    guess = estimate(work, rates.over(sizes))
     origin = run_origin(fit_started)
     elapsed = time.perf_counter() - origin
     after_training = guess.test + SAVE_SECONDS
@@ -144,7 +149,7 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
         "Estimated run: %s — %s; measured %.0f training and %.0f forward images/s.",
         total,
         ", ".join(parts) or "no training",
-        rates.train if phase is not None else 0,
+        rates.over(sizes).train if phase is not None else 0,
         rates.forward,
     )
     expected = budget.total_seconds() if budget is not None else guess.total + elapsed

@@ -30,7 +30,17 @@ REPORT = "report.html"
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
 EVALUATION = "evaluation"  # MODEL/evaluation/<data name>/ holds `graftcv evaluate` results
-HISTORY_COLUMNS = ["phase", "epoch", "train_loss", "val_loss", "val_acc", "lr", "trainable_groups", "seconds"]
+HISTORY_COLUMNS = [
+    "phase",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "trainable_groups",
+    "train_px",
+    "seconds",
+]
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 
 

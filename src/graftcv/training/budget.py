@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from graftcv.training.resizing import relative_cost
 
 # Below this share of an epoch, a main phase teaches little that the head phase has not: it is skipped.
 MIN_EPOCH_FRACTION = 0.1
@@ -25,6 +27,16 @@ class Throughput:
     train: float
     forward: float
     features: float  # the feature pass, whose runtime (onnxruntime) may be faster than a torch forward
+    # progressive resizing: (smallest size, full size, training images/s at the smallest size); `train` is at full
+    small_train: tuple[int, int, float] | None = None
+
+    def over(self, sizes: tuple[int, ...]) -> Throughput:
+        """These rates with `train` the mean over epochs at `sizes` (as measured at the two ends of the ramp)."""
+        if self.small_train is None or not sizes or not math.isfinite(self.train):
+            return self
+        small, full, small_rate = self.small_train
+        cost = relative_cost(sizes, full, small_rate, self.train, small)
+        return replace(self, train=self.train / cost, small_train=None)
 
 
 @dataclass(frozen=True)

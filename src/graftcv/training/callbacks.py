@@ -84,6 +84,7 @@ class EpochLog(L.Callback):
             "val_acc": metrics.get("val_acc"),
             "lr": self.epoch_lr,
             "trainable_groups": module.n_trainable(trainer.current_epoch),
+            "train_px": module.phase.size_at(trainer.current_epoch) or "",
             "seconds": round(time.perf_counter() - self.started, 2),
         }
         self.rows.append(row)

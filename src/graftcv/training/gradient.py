@@ -33,6 +33,7 @@ from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import TransferModule
 from graftcv.training.optim import OptimSettings
 from graftcv.training.phase import Phase
+from graftcv.training.resizing import planned_sizes
 from graftcv.training.runner import run_phase
 
 log = logging.getLogger("graftcv")
@@ -176,6 +177,7 @@ def train_phases(
         started -= saved["seconds"]
         if best.val_probs is not None:
             val_probs, best_epoch = best.val_probs.numpy(), best.best_epoch
+    full = config.training_size(data_config["input_size"][-1])  # the training size that progressive resizing ends at
     trainer_options = {"devices": config.devices, "accelerator": config.accelerator, "precision": config.precision}
     for index, phase in enumerate(phases):
         if index < done:
@@ -188,13 +190,16 @@ def train_phases(
             left = max(left, timedelta(seconds=1))
         fraction = 1.0
         if timing is not None and not phase.on_features:
-            planned = _planned(phase, phases[index:], splits, config, timing, must_run=val_probs is None)
+            planned = _planned(phase, phases[index:], splits, config, timing, full, must_run=val_probs is None)
             if planned is None:
                 continue
             phase, fraction, budget_left = planned
             if budget_left is not None:
                 left = budget_left if left is None else min(left, budget_left)
-            _announce_phase(phase, fraction, splits, timing)
+        if not phase.on_features:
+            phase = replace(phase, sizes=planned_sizes(config.progressive_resize, full, phase.epochs))
+            if timing is not None:
+                _announce_phase(phase, fraction, splits, timing)
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
         fraction = max(fraction, 1.0 / max(1, len(train_loader)))  # at least one batch per epoch
         if config.lr == "auto" and index == len(phases) - 1:
@@ -244,7 +249,13 @@ def train_phases(
 
 
 def _planned(
-    phase: Phase, remaining: list[Phase], splits: DataSplits, config: TrainConfig, timing: Timing, must_run: bool
+    phase: Phase,
+    remaining: list[Phase],
+    splits: DataSplits,
+    config: TrainConfig,
+    timing: Timing,
+    full: int,
+    must_run: bool,
 ) -> tuple[Phase, float, timedelta | None] | None:
     """The phase as the budget allows (epochs, share of each epoch, a hard stop a little past its share of the
     time left), or None when not even a tenth of an epoch fits and an earlier phase already gave a model
@@ -254,7 +265,14 @@ def _planned(
     image_epochs = sum(p.epochs for p in remaining if not p.on_features) or 1
     available = (timing.deadline - time.perf_counter()) * phase.epochs / image_epochs
     cap = config.epochs or phase.epochs * MAX_EPOCH_FACTOR
-    plan = plan_epochs(available, len(splits.train), len(splits.val), timing.rates, cap)
+
+    def plan_for(epochs: int) -> EpochPlan:  # progressive resizing: the epochs' mean cost depends on their count
+        rates = timing.rates.over(planned_sizes(config.progressive_resize, full, epochs))
+        return plan_epochs(available, len(splits.train), len(splits.val), rates, cap)
+
+    plan = plan_for(cap)
+    if not plan.skipped and plan.epochs != cap:
+        plan = plan_for(plan.epochs)
     if plan.skipped and must_run:
         log.warning("The budget is shorter than a tenth of an epoch: one short epoch runs all the same.")
         plan = EpochPlan(1, MIN_EPOCH_FRACTION)
@@ -272,7 +290,7 @@ def _planned(
 
 def _announce_phase(phase: Phase, fraction: float, splits: DataSplits, timing: Timing) -> None:
     """Point the run's clock at this phase, and say what the budget chose."""
-    seconds = epoch_seconds(len(splits.train), len(splits.val), timing.rates, fraction)
+    seconds = epoch_seconds(len(splits.train), len(splits.val), timing.rates.over(phase.sizes), fraction)
     timing.clock.epoch, timing.clock.epochs_left = seconds, phase.epochs
     if timing.deadline is not None:
         share = "" if fraction >= 1 else f", each on {math.floor(fraction * 100)}% of the training images"

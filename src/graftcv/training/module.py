@@ -96,8 +96,16 @@ class TransferModule(L.LightningModule):
             return self.model.get_classifier()(self.head_dropout(x))
         return self.model(x.contiguous(memory_format=torch.channels_last))
 
+    def train_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch at this epoch's size under progressive resizing (antialiased, as a smaller decode would be)."""
+        size = None if self.phase.on_features else self.phase.size_at(self.current_epoch)
+        if size is None or x.shape[-1] == size and x.shape[-2] == size:
+            return x
+        return nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        x = self.train_input(x)
         if self.mixup is not None and not self.phase.on_features:
             x, soft = self.mixup(x, y)
             logits = self(x)

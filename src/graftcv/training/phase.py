@@ -13,6 +13,7 @@ class Phase:
     `lr_decay`: each group further from the head gets this factor more (discriminative LRs).
     `on_features`: train the classifier alone on cached pooled features instead of images.
     `unfreeze_every`: progressive unfreezing, one more group every this many epochs.
+    `sizes`: training input size of each epoch (progressive resizing); empty: the loader's size throughout.
     """
 
     name: str
@@ -22,3 +23,8 @@ class Phase:
     lr_decay: float = 1.0
     on_features: bool = False
     unfreeze_every: int = 0
+    sizes: tuple[int, ...] = ()
+
+    def size_at(self, epoch: int) -> int | None:
+        """This epoch's training input size, None where the phase does not resize."""
+        return self.sizes[min(epoch, len(self.sizes) - 1)] if self.sizes else None

@@ -39,11 +39,13 @@ def measure_throughput(
     eval_loader: DataLoader,
     onnx_features: bool,
     timed: int = 4,
+    small_size: int | None = None,
 ) -> Throughput:
     """Training images/s of `phase` (on a copy of the module's network, so no weight moves) and forward
-    images/s at the evaluation size. Loaders should not keep workers: each probe starts its own."""
+    images/s at the evaluation size; with `small_size` (progressive resizing), training images/s at that size
+    too, on the same loader's batches shrunk to it. Loaders should not keep workers: each probe starts its own."""
     network = copy.deepcopy(module.model).to(memory_format=torch.channels_last)
-    train_rate = float("nan")
+    train_rate, small_train = float("nan"), None
     if phase is not None and train_loader is not None:
         probe = TransferModule(network, module.groups, module.optim, bn=module.bn, frozen_bottom=module.frozen_bottom)
         probe.loss = module.loss
@@ -51,13 +53,19 @@ def measure_throughput(
         network.train()
         probe._set_norm_modes()
 
-        def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        def train_step(x: torch.Tensor, y: torch.Tensor, size: int | None = None) -> None:
+            if size is not None:
+                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
             loss = probe.loss(network(x.contiguous(memory_format=torch.channels_last)), y)
             loss.backward()
             network.zero_grad(set_to_none=True)
 
         # past the batches a decoding worker prefetches while the first step runs, so that decoding is timed too
         train_rate = _timed_batches(train_loader, 3, timed, train_step)
+        full_size = next(iter(train_loader))[0].shape[-1] if small_size else None
+        if small_size and full_size and small_size < full_size:
+            rate = _timed_batches(train_loader, 2, max(2, timed - 1), lambda x, y: train_step(x, y, small_size))
+            small_train = (small_size, full_size, rate)
     network.eval()
 
     def forward(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -66,4 +74,4 @@ def measure_throughput(
 
     forward_rate = _timed_batches(eval_loader, 1, 1, forward)
     feature_rate = forward_rate * (ONNX_FEATURE_SPEEDUP if onnx_features else 1.0)
-    return Throughput(train=train_rate, forward=forward_rate, features=feature_rate)
+    return Throughput(train=train_rate, forward=forward_rate, features=feature_rate, small_train=small_train)
