@@ -107,9 +107,7 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
     full = config.training_size(prep.backbone.data_config["input_size"][-1])
     sizes = planned_sizes(config.progressive_resize, full, phase.epochs) if phase else ()
     with unchanged_random_state():  # the probe draws shuffles and augmentations: a run with it draws the same
-        rates = measure_throughput(
-            module, phase, train_loader, eval_loader, onnx_features=onnx, small_size=min(sizes, default=None)
-        )
+        rates = measure_throughput(module, phase, train_loader, eval_loader, onnx_features=onnx, sizes=sizes)
     del train_loader
     work = Workload(
         n_train=len(splits.train),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 
 import torch
 from torch.utils.data import DataLoader
@@ -43,11 +44,13 @@ def measure_throughput(
     eval_loader: DataLoader,
     onnx_features: bool,
     timed: int = 4,
-    small_size: int | None = None,
+    sizes: tuple[int, ...] = (),
 ) -> Throughput:
     """Training images/s of `phase` (on a copy of the module's network, so no weight moves) and forward
-    images/s at the evaluation size; with `small_size` (progressive resizing), training images/s at that size
-    too, on the same loader's batches shrunk to it. Loaders should not keep workers: each probe starts its own."""
+    images/s at the evaluation size, both at the pace of whole epochs (`EPOCH_PACE`). `sizes`: the epochs'
+    training sizes under progressive resizing; the loader gives the largest, and the smallest is timed too, on
+    the same batches shrunk the way training shrinks them. Loaders should not keep workers: each probe starts
+    its own."""
     network = copy.deepcopy(module.model).to(memory_format=torch.channels_last)
     train_rate, small_train = float("nan"), None
     if phase is not None and train_loader is not None:
@@ -57,19 +60,18 @@ def measure_throughput(
         network.train()
         probe._set_norm_modes()
 
-        def train_step(x: torch.Tensor, y: torch.Tensor, size: int | None = None) -> None:
-            if size is not None:
-                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+            x = probe.train_input(x)
             loss = probe.loss(network(x.contiguous(memory_format=torch.channels_last)), y)
             loss.backward()
             network.zero_grad(set_to_none=True)
 
         # past the batches a decoding worker prefetches while the first step runs, so that decoding is timed too
-        train_rate = _timed_batches(train_loader, 3, timed, train_step)
-        full_size = next(iter(train_loader))[0].shape[-1] if small_size else None
-        if small_size and full_size and small_size < full_size:
-            rate = _timed_batches(train_loader, 2, max(2, timed - 1), lambda x, y: train_step(x, y, small_size))
-            small_train = (small_size, full_size, rate)
+        train_rate = _timed_batches(train_loader, 3, timed, train_step) * EPOCH_PACE
+        if sizes and min(sizes) < max(sizes):
+            probe.phase = replace(phase, sizes=(min(sizes),))  # the epoch-0 size train_input shrinks to
+            small_rate = _timed_batches(train_loader, 2, max(2, timed - 1), train_step) * EPOCH_PACE
+            small_train = (min(sizes), max(sizes), small_rate)
     network.eval()
 
     def forward(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -78,8 +80,4 @@ def measure_throughput(
 
     forward_rate = _timed_batches(eval_loader, 1, 1, forward)
     feature_rate = forward_rate * (ONNX_FEATURE_SPEEDUP if onnx_features else 1.0)
-    if small_train is not None:
-        small_train = (small_train[0], small_train[1], small_train[2] * EPOCH_PACE)
-    return Throughput(
-        train=train_rate * EPOCH_PACE, forward=forward_rate, features=feature_rate, small_train=small_train
-    )
+    return Throughput(train=train_rate, forward=forward_rate, features=feature_rate, small_train=small_train)
