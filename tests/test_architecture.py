@@ -8,7 +8,19 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "graftcv"
 # Top-level parts of graftcv by layer, as ARCHITECTURE.md draws them (higher numbers sit above).
 LAYERS = {
-    0: {"data", "backbones", "catalog", "meta", "evaluation", "config", "registry", "atomic", "errors", "progress"},
+    0: {
+        "data",
+        "backbones",
+        "catalog",
+        "meta",
+        "evaluation",
+        "config",
+        "registry",
+        "atomic",
+        "errors",
+        "progress",
+        "distributed",
+    },
     1: {
         "strategies",
         "choices",
@@ -24,7 +36,16 @@ LAYERS = {
         "rundir",
         "pages",
     },
-    2: {"api", "fitting", "planning", "model", "lite", ""},  # "" is the package itself: `import graftcv`
+    2: {
+        "api",
+        "fitting",
+        "outcomes",
+        "planning",
+        "model",
+        "lite",
+        "bulk",
+        "",
+    },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare"},
 }
 LAYER_OF = {part: layer for layer, parts in LAYERS.items() for part in parts}

@@ -66,7 +66,7 @@ def _bad_inputs(base: Path) -> dict[str, tuple[list, str]]:
         "not-weights": ([good, "--weights", _text(base / "weights.pth")], "is not a weights file"),
         "not-safetensors": ([good, "--weights", _text(base / "w.safetensors")], "is not a weights file"),
         "out-is-a-file": ([good, "--out", _text(base / "taken")], "is a file: give a directory"),
-        "several-devices": ([good, "--devices", "3", "--accelerator", "cpu"], "trains on one device"),
+        "no-devices": ([good, "--devices", "0", "--accelerator", "cpu"], "--devices must be auto or a count"),
     }
 
 
@@ -76,7 +76,7 @@ def _text(path: Path) -> Path:
 
 
 BAD = ["missing-path", "no-images", "one-class", "one-image-class", "unknown-val-class", "unknown-strategy",
-       "unknown-model", "not-weights", "not-safetensors", "out-is-a-file", "several-devices"]  # fmt: skip
+       "unknown-model", "not-weights", "not-safetensors", "out-is-a-file", "no-devices"]  # fmt: skip
 
 
 def _previous_run(directory: Path, finished: bool) -> dict[str, bytes]:

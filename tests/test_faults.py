@@ -134,16 +134,20 @@ def test_full_disk_while_reserving_a_feature_shard(tmp_path, monkeypatch) -> Non
 
 
 def test_shards_left_by_dead_processes_are_swept(tmp_path) -> None:
+    from graftcv import features
     from graftcv.features import FeatureStore
 
     store = FeatureStore(tmp_path)
     tmp_path.mkdir(exist_ok=True)
     dead = tmp_path / ".20260101000000-abcd.999999999.partial.npy"
+    dead_here = tmp_path / f".20260101000000-abce.999999999@{features._host()}.partial.npy"
     live = tmp_path / f".20260101000000-ef01.{os.getpid()}.partial.npy"
-    for path in (dead, live):
+    # a cache shared by several machines (multi-node runs): a PID of another host says nothing of its process here
+    elsewhere = tmp_path / ".20260101000000-ef02.999999999@another-node.partial.npy"
+    for path in (dead, dead_here, live, elsewhere):
         np.save(path, np.zeros(3, dtype=np.float32))
-    assert store.sweep_partials() == 1
-    assert not dead.exists() and live.exists()
+    assert store.sweep_partials() == 2
+    assert not dead.exists() and not dead_here.exists() and live.exists() and elsewhere.exists()
 
 
 # --- places that cannot be written ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import importlib
 from graftcv.errors import GraftcvError
 
 __version__ = "0.1.0"
-__all__ = ["DataSplits", "GraftcvError", "ImageSet", "Model", "Run", "find_lr", "fit", "load"]
+__all__ = ["DataSplits", "GraftcvError", "ImageSet", "Model", "Run", "find_lr", "fit", "load", "predict_to_parquet"]
 # The API, imported on first use (PEP 562): `import graftcv`, and with it the CLI's help and usage errors, do
 # not pay for torch, timm, Lightning and scikit-learn until something trains or predicts.
 _API = {
@@ -16,6 +16,7 @@ _API = {
     "load": "graftcv.api",
     "DataSplits": "graftcv.api",
     "ImageSet": "graftcv.api",
+    "predict_to_parquet": "graftcv.bulk",  # not through graftcv.api: an exported model predicts without torch
 }
 
 

@@ -1,7 +1,8 @@
 """The public API in one place: `fit` a classifier, `load` a saved one (see `graftcv.fitting`, `graftcv.model`)."""
 
+from graftcv.bulk import predict_to_parquet
 from graftcv.data import DataSplits, ImageSet
 from graftcv.fitting import Run, find_lr, fit
 from graftcv.model import Model, load
 
-__all__ = ["DataSplits", "ImageSet", "Model", "Run", "find_lr", "fit", "load"]
+__all__ = ["DataSplits", "ImageSet", "Model", "Run", "find_lr", "fit", "load", "predict_to_parquet"]

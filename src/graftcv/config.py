@@ -80,7 +80,18 @@ class TrainConfig:
         None, "Whole-run budget, e.g. 10m: epochs chosen from a measured probe so the run ends within it", "Execution"
     )
     seed: int = setting(0, "Random seed of splits, initialisation and order", "Execution")
-    devices: str | int = setting("auto", "Lightning devices: auto, a count, or a list", "Execution")
+    devices: str | int = setting(
+        "auto",
+        "Lightning devices per machine: auto (one: the GPU when there is one) or a count (one process each)",
+        "Execution",
+    )
+    num_nodes: int = setting(1, "Machines of a multi-node run (torchrun/SLURM set it themselves)", "Execution")
+    strategy_ddp: str = setting(
+        "ddp",
+        "How processes start: ddp (the command re-run per rank) | ddp_spawn (spawned from Python) | fsdp",
+        "Execution",
+        choices=("ddp", "ddp_spawn", "fsdp"),
+    )
     accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...", "Execution")
     precision: str = setting("32-true", "32-true | 16-mixed | bf16-mixed", "Execution")
     cache: bool = setting(True, "Reuse cached features", "Execution")
@@ -94,10 +105,14 @@ class TrainConfig:
                 raise GraftcvError(f"{flag} must be one of {', '.join(allowed)}, not {getattr(self, item.name)!r}.")
         if isinstance(self.devices, str) and self.devices.isdigit():
             self.devices = int(self.devices)
-        if self.devices not in ("auto", 1, "1"):
+        if self.devices != "auto" and not (isinstance(self.devices, int) and self.devices >= 1):
+            raise GraftcvError(f"--devices must be auto or a count of at least 1, not {self.devices!r}.")
+        if self.num_nodes < 1:
+            raise GraftcvError("--num-nodes must be at least 1.")
+        if self.strategy_ddp == "fsdp":
             raise GraftcvError(
-                f"--devices {self.devices}: graftcv trains on one device for now; leave --devices at auto (one "
-                "device: the GPU when there is one) or pass 1."
+                "--strategy-ddp fsdp shards a model too large for one device across devices; every graftcv backbone "
+                "fits on one, so use ddp (the default), which is faster for models of this size."
             )
         if isinstance(self.lr, str) and self.lr != "auto":
             try:

@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -110,7 +112,7 @@ class FeatureStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.sweep_partials()
         shard_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        partial = self.directory / f".{shard_id}.{os.getpid()}.partial.npy"
+        partial = self.directory / f".{shard_id}.{os.getpid()}@{_host()}.partial.npy"
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(rows, dim))
         try:  # reserve the disk space now: a full disk is then an OSError here, not a SIGBUS mid-pass
             with partial.open("r+b") as handle:
@@ -128,7 +130,9 @@ class FeatureStore:
         each partial file's name carries its writer's PID. Returns how many went."""
         swept = 0
         for partial in self.directory.glob(".*.partial.npy"):
-            pid = partial.name.split(".")[-3]
+            pid, _, host = partial.name.split(".")[-3].partition("@")
+            if host and host != _host():  # another machine's pass on a shared cache (multi-node): not ours to judge
+                continue
             if not pid.isdigit() or not _alive(int(pid)):
                 partial.unlink(missing_ok=True)
                 swept += 1
@@ -141,6 +145,10 @@ class FeatureStore:
         self.index.update({identity: (shard_id, row) for row, identity in enumerate(identities)})
         self.digests[shard_id] = digest
         self.verified.add(shard_id)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
 
 
 def _alive(pid: int) -> bool:
@@ -277,6 +285,45 @@ def extract_features(
         positions = [i for i, (s, _) in enumerate(found) if s == shard_id]
         features[positions] = shard[[found[i][1] for i in positions]]
     return features
+
+
+@torch.inference_mode()
+def stream_features(
+    model: nn.Module,
+    split,
+    classes: list[str],
+    data_config: dict,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    progress: bool = True,
+    rank: int = 0,
+    world: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, pooled features) of this rank's share of a shard split, streamed in PyTorch. Not cached: the
+    per-image cache keys files by path, size and time, which images inside a shard do not have."""
+    from graftcv.data.shard_sets import ordered
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval().to(memory_format=torch.channels_last)
+    stream = ordered(split, classes, build_transform(data_config), decode_size(data_config), rank, world)
+    loader = make_loader(stream, batch_size, num_workers=inference_workers() if num_workers is None else num_workers)
+    positions, rows = [], []
+    try:
+        with image_progress(progress) as bar:
+            task = bar.add_task(f"features {split.name}", total=len(stream))
+            for images, _, where in loader:
+                images = images.to(device).contiguous(memory_format=torch.channels_last)
+                rows.append(pooled_features(model, images).float().cpu().numpy())
+                positions.append(where.numpy())
+                bar.advance(task, len(images))
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+    dim = model.num_features
+    return np.concatenate(positions) if positions else np.zeros(0, int), np.concatenate(rows) if rows else np.zeros(
+        (0, dim), np.float32
+    )
 
 
 def uncached(paths: Sequence[Path], data_config: dict, model_id: dict, cache_dir: Path | None = None) -> int:

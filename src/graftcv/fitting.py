@@ -2,89 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import platform
 import random
-import resource
 import shutil
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from graftcv import distributed
 from graftcv.artifact import Classifier, save_artifact
 from graftcv.backbones import classifier_param_names, create_backbone
 from graftcv.choices import check_choices
 from graftcv.config import TrainConfig
 from graftcv.data import DataSplits, discover, warn_skipped
+from graftcv.data.shards import is_shard_source
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
-from graftcv.features import FeatureStats, extract_features, model_fingerprint
+from graftcv.features import FeatureStats, extract_features, model_fingerprint, stream_features
 from graftcv.model import Model
+from graftcv.outcomes import HEADLINE_METRICS, Features, Run, Trained, summarize, versions
 from graftcv.planning import DataInput, Prepared, check_memory, needs_feature_pass, plan_time, recorded_settings
 from graftcv.rundir import RunDir, claimed, data_name, default_run_dir, staging_dir, swap_in
 from graftcv.strategies import STRATEGIES, Strategy
 
 log = logging.getLogger("graftcv")
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece")
-
-
-@dataclass
-class Run:
-    """The result of `fit`: where it went, the trained model and what it measured."""
-
-    out_dir: Path
-    model: Model
-    summary: dict
-    config: dict
-    history: list[dict] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Features:
-    """Pooled features of the frozen backbone, one row per image of each set (test only for closed-form heads)."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray | None
-    stats: FeatureStats
-    seconds: float  # wall time getting them, cache reads included
-
-
-@dataclass(frozen=True)
-class Trained:
-    network: Classifier
-    val_probs: np.ndarray
-    history: list[dict]
-    epochs: int
-    best_epoch: int
-    lr_found: float | None
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def versions() -> dict:
-    # package metadata, not imports: importing lightning only to read its version costs ~1.7 s
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        **{name: installed(name) for name in ("timm", "lightning", "scikit-learn")},
-    }
 
 
 def resolve_config(settings: dict) -> tuple[TrainConfig, Strategy]:
@@ -102,6 +53,17 @@ def resolve_config(settings: dict) -> tuple[TrainConfig, Strategy]:
     return check_choices(config), strategy
 
 
+def draw_splits(data: str | Path, config: TrainConfig) -> DataSplits:
+    """The splits of a folder or CSV (drawn with the seed), or those a shard set holds."""
+    if is_shard_source(data):
+        from graftcv.data.shard_sets import shard_splits
+
+        if config.val or config.test:
+            raise GraftcvError("Shards carry their own validation and test splits: drop --val and --test.")
+        return shard_splits(data)
+    return discover(data, config.val, config.test, config.val_fraction, config.seed)
+
+
 def prepare(data: DataInput, settings: dict) -> Prepared:
     config, strategy = resolve_config(settings)
     seed_everything(config.seed)
@@ -110,11 +72,15 @@ def prepare(data: DataInput, settings: dict) -> Prepared:
             raise GraftcvError("In-memory splits carry their own validation and test sets: drop val and test.")
         splits, source = data, data.source or "in-memory splits"
     else:
-        splits, source = (
-            discover(data, config.val, config.test, config.val_fraction, config.seed),
-            str(Path(data).resolve()),
+        # rank 0 reads the data and draws the splits (or refuses them), once for every rank
+        splits = distributed.decided(lambda: draw_splits(data, config))
+        source = splits.source if splits.layout == "shards" else str(Path(data).resolve())
+        if distributed.is_main():
+            warn_skipped(splits.skipped)
+    if distributed.size() > len(splits.val):
+        raise GraftcvError(
+            f"{distributed.size()} processes need at least as many validation images ({len(splits.val)})."
         )
-        warn_skipped(splits.skipped)
     backbone = create_backbone(
         config.model,
         len(splits.classes),
@@ -151,11 +117,14 @@ def feature_pass(prep: Prepared) -> Features | None:
         return None
     config, splits = prep.config, prep.splits
     with_test = prep.strategy.closed_form and splits.test is not None and len(splits.test) > 0
+    if splits.train.stream is not None:
+        return _stream_feature_pass(prep, with_test)
     paths = [*splits.train.paths, *splits.val.paths, *(splits.test.paths if with_test else [])]
     stats, started = FeatureStats(), time.perf_counter()
+    share = distributed.block(len(paths))  # under DDP each rank computes a contiguous block, then all have all
     every = extract_features(
         prep.backbone.model,
-        paths,
+        paths[share.start : share.stop],
         prep.backbone.data_config,
         prep.model_id,
         batch_size=max(config.batch_size, 64),
@@ -165,9 +134,40 @@ def feature_pass(prep: Prepared) -> Features | None:
         description="features",
         stats=stats,
     )
+    if distributed.size() > 1:
+        blocks = distributed.gather((np.asarray(every), stats))
+        every = np.concatenate([b[0] for b in blocks])
+        stats = FeatureStats(
+            sum(b[1].computed for b in blocks),
+            sum(b[1].cached for b in blocks),
+            max(b[1].seconds for b in blocks),
+            stats.runtime,
+        )
     n_train, n_val = len(splits.train), len(splits.val)
     test = every[n_train + n_val :] if with_test else None
     return Features(every[:n_train], every[n_train : n_train + n_val], test, stats, time.perf_counter() - started)
+
+
+def _stream_feature_pass(prep: Prepared, with_test: bool) -> Features:
+    """The feature pass over shards: each rank streams its share of every split, and the rows are put in order."""
+    started, splits, config = time.perf_counter(), prep.splits, prep.config
+    names = ["train", "val", *(["test"] if with_test else [])]
+    arrays = []
+    for name in names:
+        image_set = getattr(splits, name)
+        share = stream_features(
+            prep.backbone.model, image_set.stream, splits.classes, prep.backbone.data_config,
+            batch_size=max(config.batch_size, 64), num_workers=config.num_workers, progress=config.progress,
+            rank=distributed.rank(), world=distributed.size(),
+        )  # fmt: skip
+        shares = distributed.gather(share)
+        rows = np.empty((len(image_set), prep.backbone.model.num_features), dtype=np.float32)
+        for positions, features in shares:
+            rows[positions] = features
+        arrays.append(rows)
+    seconds = time.perf_counter() - started
+    stats = FeatureStats(computed=sum(len(a) for a in arrays), seconds=seconds)
+    return Features(arrays[0], arrays[1], arrays[2] if with_test else None, stats, seconds)
 
 
 def targets(prep: Prepared, split: str) -> np.ndarray:
@@ -225,52 +225,13 @@ def evaluate_test(prep: Prepared, model: Model, features: Features | None, run_d
         return None
     if features is not None and features.test is not None:
         probs = model.network.probe(torch.from_numpy(np.array(features.test))).numpy()
+    elif test.stream is not None:
+        probs = model.stream_proba(test.stream, progress=prep.config.progress)
     else:
         probs, _ = model.predict_proba(test.paths, progress=prep.config.progress)
     report = classification_report(targets(prep, "test"), probs, prep.splits.classes)
     run_dir.write_evaluation("test", report, test, probs, prep.splits.classes)
     return report
-
-
-def summarize(
-    prep: Prepared,
-    trained: Trained,
-    features: Features | None,
-    val: dict,
-    test: dict | None,
-    run_dir: RunDir,
-    seconds: tuple[float, float],
-) -> dict:
-    splits, stats = prep.splits, features.stats if features is not None else FeatureStats()
-    summary = {
-        "strategy": prep.config.strategy,
-        "model": prep.config.model,
-        "weights_source": prep.backbone.weights.source,
-        "epochs": trained.epochs,
-        "best_epoch": trained.best_epoch,
-        "train_seconds": round(seconds[0], 2),
-        "wall_seconds": round(seconds[1], 2),
-        **{f"val_{k}": val[k] for k in HEADLINE_METRICS},
-        "n_train": len(splits.train),
-        "n_val": len(splits.val),
-        "n_test": len(splits.test) if splits.test else 0,
-        "classes": splits.classes,
-        "train_counts": splits.train.counts(),
-        "skipped_files": len(splits.skipped),
-        "skipped": [p for p, _ in splits.skipped],
-        "lr": trained.lr_found if trained.lr_found is not None else prep.record["lr"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "features_computed": stats.computed,
-        "features_cached": stats.cached,
-        "feature_seconds": round(stats.seconds, 2),
-        "feature_stage_seconds": round(features.seconds if features is not None else 0.0, 3),
-        "feature_images_per_second": round(stats.images_per_second, 1),
-        "feature_runtime": stats.runtime if stats.computed else None,
-        "model_dir": str(run_dir.model),
-    }
-    if test is not None:
-        summary |= {f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")}
-    return summary
 
 
 def fit(
@@ -299,41 +260,96 @@ def fit(
         raise GraftcvError("No data given: pass a folder of labelled images or a path,label CSV.")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise GraftcvError(f"--out {out} is a file: give a directory for the run.")
+    world = distributed.world_of(resolve_config(settings)[0])
+    if world.size > 1 and not distributed.initialized():
+        refuse_in_ddp(settings)
+        if world.strategy == "ddp_spawn" and not world.external:
+            return finished_run(
+                distributed.spawn(world, _fit_spawned, data, out, overwrite, resume, settings, wall_start)
+            )
+        distributed.launch(world)  # with ddp, the other ranks start here: they run this command from its start
+    return _fit(data, out, overwrite, resume, settings, wall_start)
+
+
+def _fit_spawned(*args) -> str:
+    # the spawned ranks hand back where the run went (a Run holds a network: not a thing to send between processes)
+    return str(_fit(*args).out_dir)
+
+
+def finished_run(out_dir: str) -> Run:
+    """A finished run read back from its directory."""
+    from graftcv.model import load
+
+    run_dir = RunDir(Path(out_dir))
+    return Run(Path(out_dir), load(run_dir.model), run_dir.summary(), run_dir.config(), run_dir.history() or [])
+
+
+def refuse_in_ddp(settings: dict) -> None:
+    if settings.get("budget"):
+        raise GraftcvError("--budget plans a run of one process; with several, give --epochs or --max-time instead.")
+    if settings.get("lr") == "auto":
+        raise GraftcvError("--lr auto runs on one process: find the rate with `graftcv lr-find`, then pass --lr.")
+
+
+def _fit(data: DataInput, out, overwrite: bool, resume: bool, settings: dict, wall_start: float) -> Run:
+    """The run on this process; under DDP every rank comes here, and rank 0 alone locks and writes the run."""
+    main = distributed.is_main()
+    if not main:
+        settings = settings | {"progress": False}
+        logging.getLogger("graftcv").setLevel(logging.WARNING)
     prep = prepare(data, settings)
+    if not main:  # the same initial weights on every rank (prepare seeded them); other crops and dropout masks
+        seed_everything(prep.config.seed + distributed.rank())
     name = "splits" if isinstance(data, DataSplits) else data_name(data)
-    final = Path(out) if out else default_run_dir(name, prep.config.strategy)
-    with claimed(final):
-        # --overwrite is all or nothing: the new run is built beside the old one, which it replaces only whole
-        replacing = overwrite and not resume and final.is_dir() and any(final.iterdir())
-        work = staging_dir(final) if replacing else final
-        if replacing:
-            shutil.rmtree(work, ignore_errors=True)  # what an earlier, failed overwrite left
-        try:
-            work.mkdir(parents=True, exist_ok=True)
-        except OSError as error:  # read-only, no permission, a file in the way
-            raise GraftcvError(f"Cannot write the run to {final}: {error.strerror or error}.") from None
+    final = distributed.decided(lambda: Path(out) if out else default_run_dir(name, prep.config.strategy))
+    with contextlib.ExitStack() as lock:
+
+        def claim() -> tuple[Path, bool]:
+            lock.enter_context(claimed(final))
+            # --overwrite is all or nothing: the new run is built beside the old one, which it replaces only whole
+            replacing = overwrite and not resume and final.is_dir() and any(final.iterdir())
+            work = staging_dir(final) if replacing else final
+            if replacing:
+                shutil.rmtree(work, ignore_errors=True)  # what an earlier, failed overwrite left
+            try:
+                work.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # read-only, no permission, a file in the way
+                raise GraftcvError(f"Cannot write the run to {final}: {error.strerror or error}.") from None
+            return work, replacing
+
+        work, replacing = distributed.decided(claim)
         try:
             run = _run(prep, RunDir(work), final, resume, wall_start)
         except BaseException:
-            if replacing:
+            if main:
+                distributed.stop_children()
+            if replacing and main:
                 shutil.rmtree(work, ignore_errors=True)
                 log.warning("%s still holds the previous run: the new one did not finish.", final)
             raise
-        if replacing:
+        if replacing and main:
             swap_in(work, final)
         return run
 
 
 def _run(prep: Prepared, run_dir: RunDir, final: Path, resume: bool, wall_start: float) -> Run:
     """Train, evaluate and save into `run_dir`, recording `final` as where the run lives."""
-    record = prep.record | {"out": str(final)}
-    run_dir.write_config(record)
+    world = distributed.size()
+    record = prep.record | {"out": str(final), "world_size": world}
+    if world > 1:
+        record["world"] = distributed.current().__dict__
+    if distributed.is_main():
+        run_dir.write_config(record)
 
-    timing = plan_time(prep, wall_start)
+    timing = plan_time(prep, wall_start) if world == 1 else None  # the probe measures one process
     train_start = time.perf_counter()
     features = feature_pass(prep)
     trained = train(prep, features, run_dir, resume, timing)
     train_seconds = time.perf_counter() - train_start
+    if not distributed.is_main():
+        return Run(
+            out_dir=final, model=None, summary={}, config=record, history=trained.history, rank=distributed.rank()
+        )
     if trained.lr_found is not None:  # --lr auto: the found rate is part of the resolved settings
         record |= {"lr": trained.lr_found, "lr_auto": True}
         run_dir.write_config(record)

@@ -90,20 +90,26 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
     y_train = np.array(splits.train.targets(splits.classes))
     module = build_module(prep.backbone.model, config, y_train, len(splits.classes))
     train_loader = make_loaders(phase, splits, config, prep.backbone.data_config, None)[0] if phase else None
-    sample = (splits.val.paths or splits.train.paths)[:32]
-    eval_set = ImageDataset(sample, None, build_transform(prep.backbone.data_config))
+    if splits.train.stream is not None:  # shards: the validation stream's first images
+        from graftcv.data.shard_stream import ShardImageStream
+
+        eval_set = ShardImageStream(splits.val.stream, splits.classes, build_transform(prep.backbone.data_config))
+    else:
+        sample = (splits.val.paths or splits.train.paths)[:32]
+        eval_set = ImageDataset(sample, None, build_transform(prep.backbone.data_config))
     eval_loader = make_loader(eval_set, batch_size=16, num_workers=0)
     with_test = splits.test is not None and len(splits.test) > 0
     feature_paths = [*splits.train.paths, *splits.val.paths]
     if prep.strategy.closed_form and with_test:
         feature_paths += splits.test.paths
     to_compute = 0
+    streamed = splits.train.stream is not None  # shard features are neither cached nor run on onnxruntime
     if needs_feature_pass(prep):
-        to_compute = (
-            uncached(feature_paths, prep.backbone.data_config, prep.model_id) if config.cache else len(feature_paths)
-        )
+        cached = config.cache and not streamed
+        to_compute = uncached(feature_paths, prep.backbone.data_config, prep.model_id) if cached else len(feature_paths)
     on_cpu = next(prep.backbone.model.parameters()).device.type == "cpu"
-    onnx = on_cpu and importlib.util.find_spec("onnxruntime") is not None and to_compute >= MIN_IMAGES_TO_EXPORT
+    onnx = on_cpu and not streamed and importlib.util.find_spec("onnxruntime") is not None
+    onnx = onnx and to_compute >= MIN_IMAGES_TO_EXPORT
     full = config.training_size(prep.backbone.data_config["input_size"][-1])
     sizes = planned_sizes(config.progressive_resize, full, phase.epochs) if phase else ()
     with unchanged_random_state():  # the probe draws shuffles and augmentations: a run with it draws the same
@@ -182,6 +188,10 @@ def _gigabytes(count: float) -> str:
     return f"{count / 2**40:.1f} TB" if count >= 2**40 else f"{count / 2**30:.1f} GB"
 
 
+# where and how a run executes, not what it learns: a run killed on one machine may go on on two
+RESUME_MAY_CHANGE = ("progress", "devices", "num_nodes", "strategy_ddp", "accelerator")
+
+
 def recorded_settings(out: Path, data: DataInput | None, settings: dict) -> tuple[DataInput, dict]:
     """The data and settings of the unfinished run in `out`, which a resumed run must keep."""
     run_dir = RunDir(out)
@@ -191,7 +201,7 @@ def recorded_settings(out: Path, data: DataInput | None, settings: dict) -> tupl
     if recorded is None:
         raise GraftcvError(f"{out} holds no run to resume (config.json is missing).")
     kept = {k: v for k, v in recorded.items() if k in TrainConfig.field_names()}
-    changed = sorted(k for k, v in settings.items() if k in kept and v != kept[k] and k not in ("progress",))
+    changed = sorted(k for k, v in settings.items() if k in kept and v != kept[k] and k not in RESUME_MAY_CHANGE)
     if changed:
         raise GraftcvError(f"A resumed run keeps its settings; drop {', '.join(changed)} or start a new run.")
     if isinstance(data, DataSplits):
@@ -200,4 +210,4 @@ def recorded_settings(out: Path, data: DataInput | None, settings: dict) -> tupl
         raise GraftcvError(f"{out} was trained on {recorded['data']}, not {Path(data).resolve()}.")
     else:
         data = recorded["data"]
-    return data, kept | {k: v for k, v in settings.items() if k == "progress"}
+    return data, kept | {k: v for k, v in settings.items() if k in RESUME_MAY_CHANGE}

@@ -6,16 +6,19 @@ import contextlib
 import csv
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
 
 import numpy as np
 
 from graftcv.atomic import write_json, write_text
 from graftcv.data import ImageSet
+from graftcv.data.shards import MANIFEST
 from graftcv.errors import GraftcvError
 
 try:
@@ -45,7 +48,10 @@ PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 
 
 def data_name(data: object) -> str:
-    return Path(str(data)).resolve().name or "data"
+    """The data's folder or file name; a shard set's folder for its manifest.json, a URL's included."""
+    text = str(data).rstrip("/")
+    path = PurePosixPath(urlparse(text).path) if re.match(r"^(https?|file):", text) else Path(text).resolve()
+    return (path.parent.name if path.name == MANIFEST else path.name) or "data"
 
 
 def default_run_dir(*parts: str) -> Path:

@@ -1,11 +1,12 @@
 """The `graftcv` command line: a thin face over the Python API (`graftcv.cli:main` is the console script)."""
 
-from graftcv.cli import delivery, inference, training
+from graftcv.cli import delivery, inference, shards, training
 from graftcv.cli.application import app, err, main, out
 
 # Registered here, in the order `graftcv --help` lists them.
 for _command in (
     training.train,
+    shards.shard,
     training.compare,
     training.demo,
     inference.predict,

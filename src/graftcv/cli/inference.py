@@ -49,13 +49,30 @@ def choose_runtime(model_dir: Path, runtime: str) -> str:
 
 def predict(
     model_dir: ModelDir,
-    images: Annotated[list[Path], typer.Argument(help="Image files or folders")],
-    topk: Annotated[int, typer.Option(help="Classes to show per image")] = 1,
+    images: Annotated[
+        list[Path], typer.Argument(help="Image files or folders (with --out also .txt lists, CSVs with a path column)")
+    ],
+    topk: Annotated[int | None, typer.Option(help="Classes per image (default 1; 5 with --out)")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write predictions to this CSV")] = None,
     batch_size: Annotated[int, typer.Option()] = 32,
     runtime: Runtime = "auto",
+    parquet: Annotated[
+        Path | None,
+        typer.Option("--out", help="Stream any number of images into this .parquet file, in resumable parts"),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="With --out: predicting processes on this machine")] = 1,
+    part_size: Annotated[int, typer.Option(help="With --out: images per part (the unit a rerun resumes by)")] = 10_000,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --out: start over, replacing its parts")] = False,
 ) -> None:
     """Predict the class of each image with a saved model."""
+    if parquet is not None:
+        options = dict(
+            workers=workers, part_size=part_size, batch_size=batch_size, runtime=runtime, overwrite=overwrite
+        )
+        return predict_parquet(model_dir, images, parquet, csv_path, topk=5 if topk is None else topk, **options)
+    if workers != 1 or part_size != 10_000 or overwrite:
+        raise GraftcvError("--workers, --part-size and --overwrite apply to --out PATH.parquet only.")
+    topk = 1 if topk is None else topk
     if choose_runtime(model_dir, runtime) == "onnx":
         from graftcv.lite import LitePredictor  # onnxruntime, numpy and PIL: no torch to import
 
@@ -73,6 +90,22 @@ def predict(
         out.print(f"wrote {csv_path}")
 
 
+def predict_parquet(model_dir: Path, images: list[Path], parquet: Path, csv_path: Path | None, **options) -> None:
+    """`predict --out PATH.parquet`: graftcv.bulk, then one line of what it did."""
+    from graftcv.bulk import predict_to_parquet
+
+    if csv_path is not None:
+        raise GraftcvError("Give either --out PATH.parquet or --csv PATH, not both.")
+    if parquet.suffix.lower() != ".parquet":
+        raise GraftcvError(f"--out {parquet} should end in .parquet: predict writes one Parquet file.")
+    done = predict_to_parquet(model_dir, images, parquet, **options)
+    rate = f"{done['images']:,} images in {done['seconds']:.1f} s ({done['images_per_second']:,.1f} images/s)"
+    skipped = f", {done['parts_skipped']} part(s) already done" if done["parts_skipped"] else ""
+    errors = f", {done['errors']:,} unreadable" if done["errors"] else ""
+    where = f"wrote {done['out']}" if done["out"] else f"rank {done['rank']} wrote its parts; rank 0 merges them"
+    out.print(f"{rate}{skipped}{errors}: {where}")
+
+
 def write_predictions(path: Path, results: list[dict]) -> None:
     """path, class1, prob1, class2, prob2, ...: one row per image."""
     with path.open("w", newline="") as handle:
@@ -85,7 +118,9 @@ def write_predictions(path: Path, results: list[dict]) -> None:
 
 def evaluate(
     model_dir: ModelDir,
-    data: Annotated[Path, typer.Argument(help="Labelled images: ROOT/CLASS/* or a path,label CSV")],
+    data: Annotated[
+        str, typer.Argument(help="Labelled images: ROOT/CLASS/*, a path,label CSV, or shards (folder, manifest URL)")
+    ],
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Where to write the JSON and CSV files (default MODEL/evaluation/DATA)")
     ] = None,

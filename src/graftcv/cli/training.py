@@ -29,8 +29,8 @@ ModelName, Size, BatchSize, Workers = (
 @with_config_options
 def train(
     data: Annotated[
-        Path | None,
-        typer.Argument(help="ROOT/CLASS/*, ROOT/{train,val[,test]}/CLASS/*, or a path,label CSV"),
+        str | None,  # not a Path: a shard set may be a URL, whose // a Path would fold
+        typer.Argument(help="ROOT/CLASS/*, ROOT/{train,val[,test]}/CLASS/*, a path,label CSV, or shards (DIR, URL)"),
     ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Run directory (default runs/<data>-<strategy>-<time>)")
@@ -52,6 +52,8 @@ def train(
         run = graftcv.fit(data, out=resume, resume=True, **chosen)
     else:
         run = graftcv.fit(data, out=out_dir, overwrite=overwrite, **chosen)
+    if run.rank:  # under DDP, rank 0 reports the run
+        return
     print_run(run.summary, run.out_dir)
     write_report(run.out_dir)
 

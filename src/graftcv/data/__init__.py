@@ -18,6 +18,15 @@ _EXPORTS = {
     "make_loader": "loaders",
     "build_transform": "transforms",
     "decode_size": "transforms",
+    "ShardManifest": "shards",
+    "ShardSplit": "shards",
+    "is_shard_source": "shards",
+    "iter_samples": "shards",
+    "read_index": "shards",
+    "read_manifest": "shards",
+    "shuffle_buffer_for": "shards",
+    "write_shards": "shard_writer",
+    "ShardImageStream": "shard_stream",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -13,8 +14,9 @@ WIDE_MODES = ("I", "F")
 DECODER_VERSION = 2
 
 
-def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Open an image as RGB (see `to_rgb`), honouring EXIF orientation.
+def load_rgb(path: str | Path | BinaryIO, draft_size: int | None = None) -> Image.Image:
+    """Open an image (a path, or a binary file object such as a shard sample's BytesIO) as RGB (see `to_rgb`),
+    honouring EXIF orientation.
 
     `draft_size` lets the JPEG decoder scale down by a power of two while keeping both sides at
     least that large: a large photo decodes several times faster and loses nothing we keep.

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from graftcv.data.shards import ShardSplit
 
 
 @dataclass
@@ -13,6 +17,9 @@ class ImageSet:
 
     paths: list[Path] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    # set when the images live in WebDataset shards (`graftcv.data.shard_sets`): paths are then the images' names,
+    # and loaders stream the shards instead of opening the paths
+    stream: ShardSplit | None = None
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -26,7 +26,8 @@ class BestWeights(L.Callback):
         self.val_probs: torch.Tensor | None = None
         self.val_targets: torch.Tensor | None = None
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # after the module's on_validation_epoch_end, which computes the loss of the whole (gathered) set
         if trainer.sanity_checking:
             return
         loss = trainer.callback_metrics.get("val_loss")

@@ -15,9 +15,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset, WeightedRandomSampler
 
+from graftcv import distributed
 from graftcv.backbones import early_groups, layer_groups
 from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
+from graftcv.data.loaders import default_workers
+from graftcv.errors import GraftcvError
 from graftcv.training.budget import (
     MAX_EPOCH_FACTOR,
     MIN_EPOCH_FRACTION,
@@ -119,6 +122,7 @@ def make_loaders(
     y_train = np.array(splits.train.targets(splits.classes))
     y_val = np.array(splits.val.targets(splits.classes))
     sampler = _sampler(y_train, len(splits.classes), config.seed) if config.balance == "sampler" else None
+    sampler, val_share = _rank_samplers(len(y_train), len(y_val), sampler, config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     if phase.on_features:
         train_x, val_x = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in cached)
@@ -129,11 +133,13 @@ def make_loaders(
             sampler=sampler,
             generator=generator,
         )
-        val = torch.utils.data.DataLoader(TensorDataset(val_x, torch.from_numpy(y_val)), batch_size=256)
-        return train, val
+        val_set = TensorDataset(val_x, torch.from_numpy(y_val))
+        return train, torch.utils.data.DataLoader(val_set, batch_size=256, sampler=val_share)
     size = data_config["input_size"][-1]
     train_config = data_config | {"input_size": (3, *(config.training_size(size),) * 2)}
     train_transform = build_transform(train_config, config.augment, True)
+    if splits.train.stream is not None:
+        return _stream_loaders(phase, splits, config, data_config, train_transform, size)
     train_set = ImageDataset(splits.train.paths, y_train, train_transform, size)
     val_set = ImageDataset(splits.val.paths, y_val, build_transform(data_config), size)
     drop_last = bool(config.mixup or config.cutmix) and len(train_set) > config.batch_size
@@ -141,8 +147,53 @@ def make_loaders(
     train = make_loader(
         train_set, micro, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
     )
-    val = make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers)
+    val = make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers, sampler=val_share)
     return train, val
+
+
+def _stream_loaders(phase: Phase, splits: DataSplits, config: TrainConfig, data_config: dict, transform, size: int):
+    """Loaders over shards: training streams each rank's share through a shuffle buffer sized for memory, the same
+    number of batches on every rank; validation streams in shares whose positions put the outputs back in order."""
+    from graftcv.data.shard_sets import ordered
+    from graftcv.data.shard_stream import ShardImageStream
+    from graftcv.data.shards import shuffle_buffer_for
+
+    if config.balance == "sampler":
+        raise GraftcvError("--balance sampler needs the images by index; shards stream them: use --balance weights.")
+    rank, world = distributed.rank(), distributed.size()
+    micro, _ = micro_batching(config, phase)
+    workers = default_workers() if config.num_workers is None else config.num_workers
+    split = splits.train.stream
+    buffer = shuffle_buffer_for(
+        mean_sample_bytes=split.mean_sample_bytes, split_size=len(split), buffers=max(1, workers)
+    )
+    length = math.ceil(len(split) / world)
+    if config.mixup or config.cutmix:  # whole batches only (timm's Mixup pairs images): the tail waits a shuffle
+        length = max(micro, length // micro * micro)
+    train_set = ShardImageStream(
+        split, splits.classes, transform, draft_size=size, shuffle_buffer=buffer, seed=config.seed, rank=rank,
+        world=world, epoch_length=length, batch_size=micro,
+    )  # fmt: skip
+    val_set = ordered(splits.val.stream, splits.classes, build_transform(data_config), size, rank, world)
+    train = make_loader(train_set, micro, num_workers=config.num_workers)
+    return train, make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers)
+
+
+def _rank_samplers(n_train: int, n_val: int, sampler, seed: int):
+    """Under DDP, each rank's training sampler (Lightning's own replacement is off: it would pad validation with
+    repeats) and its contiguous, unpadded block of the validation set; on one process, the samplers unchanged."""
+    world = distributed.size()
+    if world <= 1:
+        return sampler, None
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+    from torch.utils.data import DistributedSampler
+
+    rank = distributed.rank()
+    if sampler is None:
+        sampler = DistributedSampler(range(n_train), num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    else:
+        sampler = DistributedSamplerWrapper(sampler, num_replicas=world, rank=rank, shuffle=False)
+    return sampler, distributed.block(n_val)
 
 
 def train_phases(
@@ -164,6 +215,8 @@ def train_phases(
     """
     y_train = np.array(splits.train.targets(splits.classes))
     module = build_module(model, config, y_train, len(splits.classes))
+    if distributed.size() > 1:  # the same images per optimizer step as on one process, so the same recipe holds
+        config = replace(config, batch_size=max(1, config.batch_size // distributed.size()))
     time_limit = parse_duration(config.max_time)
     started = time.perf_counter()
     history: list[dict] = []
@@ -231,7 +284,7 @@ def train_phases(
         history.extend(result.history)
         if result.val_probs is not None:
             val_probs, best_epoch = result.val_probs, result.best_epoch
-        if checkpoints is not None:
+        if checkpoints is not None and distributed.is_main():
             progress = {
                 "phases_done": index + 1,
                 "history": history,
@@ -243,7 +296,8 @@ def train_phases(
             save_state(progress, checkpoints / PROGRESS)
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
-    if checkpoints is not None:
+    distributed.barrier()  # every rank has read its checkpoints before rank 0 removes them
+    if checkpoints is not None and distributed.is_main():
         shutil.rmtree(checkpoints, ignore_errors=True)
     return GradientOutcome(history, val_probs, len(history), best_epoch, lr_found)
 

@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from graftcv import distributed
 from graftcv.training.freezing import group_learning_rates, set_trainable, trainable_groups
 from graftcv.training.optim import OPTIMIZERS, SCHEDULES, OptimSettings, ScheduleContext
 from graftcv.training.phase import Phase
@@ -52,14 +53,18 @@ class TransferModule(L.LightningModule):
         self.lr = 1e-3  # read and written by Lightning's LR finder
         self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
         self.head_dropout = nn.Dropout(getattr(model, "drop_rate", 0.0) or 0.0)
+        self.val_logits: list[torch.Tensor] = []
+        self.val_positions: list[torch.Tensor] = []
         self.val_probs: list[torch.Tensor] = []
         self.val_targets: list[torch.Tensor] = []
+        self._wrapped_trainable: set[str] = set()
 
     # --- phases and freezing -------------------------------------------------------------------
     def start_phase(self, phase: Phase) -> None:
         self.phase = phase
         self.lr = phase.lr
         self.update_trainable(epoch=0)
+        self._wrapped_trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
 
     def n_trainable(self, epoch: int) -> int:
         return min(trainable_groups(self.phase, len(self.groups), epoch), len(self.groups) - self.frozen_bottom)
@@ -84,6 +89,9 @@ class TransferModule(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_clock = (time.perf_counter(), 0)
+        stream = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(stream, "set_epoch"):  # shards: Lightning sets the epoch of samplers only
+            stream.set_epoch(self.current_epoch)
         if self.phase.unfreeze_every:
             self.update_trainable(self.current_epoch)
         if self.phase.on_features:
@@ -112,7 +120,7 @@ class TransferModule(L.LightningModule):
             loss = torch.sum(-soft * torch.log_softmax(logits, dim=-1), dim=-1).mean()
         else:
             loss = self.loss(self(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         started, seen = self._epoch_clock
         self._epoch_clock = (started, seen + len(y))
         rate = (seen + len(y)) / max(time.perf_counter() - started, 1e-9)
@@ -120,18 +128,42 @@ class TransferModule(L.LightningModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        self.val_probs, self.val_targets = [], []
+        self.val_logits, self.val_targets, self.val_positions = [], [], []
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        x, y = batch
-        logits = self(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        probs = logits.float().softmax(-1)
-        self.val_probs.append(probs.detach().cpu())
+        x, y = batch[0], batch[1]  # streamed shards add each image's position in the split (shard_sets)
+        self.val_logits.append(self(x).detach().float().cpu())
         self.val_targets.append(y.detach().cpu())
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
-        acc = (probs.argmax(-1) == y).float().mean()
-        self.log("val_acc", acc, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
+        if len(batch) > 2:
+            self.val_positions.append(batch[2].cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        """Loss and accuracy of the whole validation set, from every rank's share of it (each rank validates a
+        contiguous block, in order), so that every rank sees the same numbers and keeps the same best epoch."""
+        logits, targets = torch.cat(self.val_logits), torch.cat(self.val_targets)
+        positions = torch.cat(self.val_positions) if self.val_positions else None
+        if distributed.size() > 1:
+            shares = distributed.gather((logits, targets, positions))
+            logits, targets = torch.cat([s[0] for s in shares]), torch.cat([s[1] for s in shares])
+            positions = torch.cat([s[2] for s in shares]) if positions is not None else None
+        if positions is not None:
+            order = torch.argsort(positions)
+            logits, targets = logits[order], targets[order]
+        self.val_probs, self.val_targets = [logits.softmax(-1)], [targets]
+        self.log("val_loss", nn.functional.cross_entropy(logits, targets), prog_bar=True)
+        self.log("val_acc", (logits.argmax(-1) == targets).float().mean(), prog_bar=True)
+
+    def on_after_backward(self) -> None:
+        """Under DDP, parameters frozen when the model was wrapped (progressive unfreezing thaws them later) have
+        no gradient hook of DDP's: their gradients are averaged over the ranks here instead."""
+        if distributed.size() <= 1 or self.phase is None or not self.phase.unfreeze_every:
+            return
+        import torch.distributed as dist
+
+        for name, parameter in self.model.named_parameters():
+            if parameter.grad is not None and name not in self._wrapped_trainable:
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= distributed.size()
 
     # --- optimisation ----------------------------------------------------------------------------
     def _param_groups(self) -> list[dict]:

@@ -18,6 +18,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from graftcv import distributed
 from graftcv.errors import GraftcvError
 from graftcv.training.budget import RunClock
 from graftcv.training.callbacks import BestWeights, EpochLog, RunProgressBar
@@ -59,6 +60,9 @@ def quiet_lightning() -> Iterator[None]:
             ".*no `val_dataloader`.*",
             ".*smaller than the logging interval.*",
             ".*Checkpoint directory .* exists and is not empty.*",  # it also holds progress.safetensors
+            ".*sync_dist=True.*",  # validation metrics are computed on the gathered set (TransferModule)
+            ".*GLOBAL_RANK.*",
+            ".*`IterableDataset` has `__len__` defined.*",  # ShardImageStream deals exact shares to workers
         ):
             warnings.filterwarnings("ignore", message=message)
         try:
@@ -94,11 +98,25 @@ def make_trainer(
                 enable_version_counter=False,
             ),
         ]
+    world = distributed.current()
+    placement: dict = {"devices": 1 if devices == "auto" else devices}  # "auto" would start one process per GPU
+    if world is not None and world.size > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # the ranks already run (graftcv.distributed launched them): this Trainer joins their process group.
+        # Lightning's sampler replacement is off: gradient.make_loaders gives each rank its share.
+        placement = {
+            "devices": world.devices,
+            "num_nodes": world.num_nodes,
+            "strategy": DDPStrategy(),
+            "use_distributed_sampler": False,
+        }
+        bar = bar and distributed.is_main()
     try:
         return L.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
-            devices=1 if devices == "auto" else devices,  # "auto" would start one process per GPU
+            **placement,
             precision=precision,
             max_time=max_time,
             accumulate_grad_batches=accumulate,
@@ -144,7 +162,8 @@ def run_phase(
     module.start_phase(phase)
     best = best or BestWeights()
     best.epoch_offset = epoch_offset
-    log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), not sys.stderr.isatty(), clock)
+    echo = not sys.stderr.isatty() and distributed.is_main()
+    log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), echo, clock)
     stopper = EarlyStopping("val_loss", patience=patience, mode="min")
     phase_start = time.perf_counter()
     with quiet_lightning():
