@@ -330,3 +330,17 @@ def test_training_on_shards_streams_them_and_keeps_the_order(make_split_folder, 
         expected = run.model.predict_proba([str(data / n) for n in names])[0]
         got = np.array([[float(r[c]) for c in run.summary["classes"]] for r in rows])
         assert np.allclose(got, expected, atol=1e-4)
+
+
+def test_compare_pools_shards_unpacked_once(make_split_folder, tmp_path: Path) -> None:
+    """compare draws its folds by index: a shard set is unpacked once into the cache, then pooled like a folder."""
+    from graftcv.compare.protocol import pooled_images
+
+    data = make_split_folder(test="test", classes=2, n_train=5, n_val=2)
+    write_shards(data, tmp_path / "shards")
+    from_folder, from_shards = pooled_images(data), pooled_images(tmp_path / "shards")
+    assert from_shards.counts() == from_folder.counts() == {"class_0": 9, "class_1": 9}
+    assert sorted(p.read_bytes() for p in from_shards.paths) == sorted(p.read_bytes() for p in from_folder.paths)
+    unpacked = {p.parent.parent for p in from_shards.paths}
+    assert len(unpacked) == 1 and pooled_images(f"file://{tmp_path / 'shards'}/manifest.json").paths
+    assert {p.parent.parent for p in pooled_images(tmp_path / "shards").paths} == unpacked  # reused, not redone

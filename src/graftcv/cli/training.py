@@ -74,7 +74,7 @@ def demo(
 
 
 def compare(
-    data: Annotated[Path, typer.Argument(help="Labelled images; train/val/test folders are pooled")],
+    data: Annotated[str, typer.Argument(help="Labelled images (train/val/test folders are pooled), or shards")],
     strategies: Annotated[
         str, typer.Option(help=f"Comma-separated, of {REGISTRIES['strategy'].choices_help()}")
     ] = f"prototype,linear-probe,finetune,{SCRATCH}",

@@ -15,6 +15,7 @@ from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from graftcv.data import ImageSet, read_labelled, warn_skipped
 from graftcv.data.discovery import SPLIT_ALIASES
 from graftcv.data.duplicates import content_digests, copies_of
+from graftcv.data.shards import is_shard_source
 from graftcv.errors import GraftcvError
 from graftcv.strategies import STRATEGIES, Strategy
 
@@ -43,7 +44,11 @@ class Split:
 
 def pooled_images(data: str | Path) -> ImageSet:
     """Every labelled image under `data` (absolute paths): train/val/test folders are pooled, because compare
-    draws its own folds; otherwise ROOT/CLASS/* or a path,label CSV."""
+    draws its own folds; otherwise ROOT/CLASS/* or a path,label CSV, or shards (unpacked once into the cache)."""
+    if is_shard_source(data):
+        from graftcv.data.shard_unpack import unpack
+
+        data = unpack(data)
     root = Path(data).expanduser()
     if not root.exists():
         raise GraftcvError(f"Data path {root} does not exist.")

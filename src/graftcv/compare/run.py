@@ -74,7 +74,7 @@ def compare(
     groups = content_groups(images)  # byte-identical files stay on one side of every split
     splits = build_splits(images.labels, folds, repeats, levels, seed, val_fraction, test_fraction, groups=groups)
 
-    source = str(Path(data).resolve())
+    source = str(data) if "://" in str(data) else str(Path(data).resolve())
     out_dir = Path(out) if out else default_run_dir("compare", data_name(data))
     protocol = {
         "data": source,
