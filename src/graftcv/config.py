@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
+from pathlib import Path
 
 from graftcv.errors import GraftcvError
 from graftcv.meta import MAX_SIDE
@@ -146,6 +148,11 @@ class TrainConfig:
     @classmethod
     def field_names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
+
+
+def cache_root() -> Path:
+    """Where graftcv keeps what it can compute again (features, unpacked shards): $GRAFTCV_CACHE or ~/.cache/graftcv."""
+    return Path(os.environ.get("GRAFTCV_CACHE", Path.home() / ".cache" / "graftcv"))
 
 
 def parse_duration(text: str | None, flag: str = "--max-time") -> timedelta | None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from graftcv.atomic import write_json
+from graftcv.config import cache_root
 from graftcv.data import ImageDataset, build_transform, decode_size, inference_workers, make_loader
 from graftcv.data.images import DECODER_VERSION
 from graftcv.feature_onnx import OnnxFeatures, check_against_torch, open_or_export
@@ -28,7 +29,7 @@ log = logging.getLogger("graftcv")
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("GRAFTCV_CACHE", Path.home() / ".cache" / "graftcv")) / "features"
+    return cache_root() / "features"
 
 
 def space_key(model_id: dict, data_config: dict) -> str:

@@ -113,6 +113,22 @@ def is_exported(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".onnx" or has_onnx_export(read_meta(path)[1])
 
 
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def choose_runtime(model_dir: str | Path, runtime: str) -> str:
+    """torch or onnx: auto means onnx when the model has an export and onnxruntime is installed."""
+    from importlib.util import find_spec
+
+    if runtime not in RUNTIMES:
+        raise GraftcvError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
+    if Path(model_dir).suffix.lower() == ".onnx" or runtime == "onnx":
+        return "onnx"
+    if runtime == "auto" and is_exported(model_dir) and find_spec("onnxruntime") is not None:
+        return "onnx"
+    return "torch"
+
+
 class LitePredictor:
     """An exported model (model.onnx, checked against graftcv.json) that predicts like `graftcv.load(...,
     runtime="onnx")`, with the same results, without importing torch."""

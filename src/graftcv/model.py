@@ -26,12 +26,12 @@ from graftcv.data.images import to_rgb
 from graftcv.data.shards import is_shard_source, read_manifest
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
+from graftcv.lite import RUNTIMES
 from graftcv.onnx_forward import CheckedOnnx
 from graftcv.progress import image_progress
 
 log = logging.getLogger("graftcv")
 ImageInput = str | Path | Image.Image | list
-RUNTIMES = ("auto", "torch", "onnx")
 
 
 def default_device(preferred: str | None = None) -> torch.device:
@@ -125,44 +125,36 @@ class Model:
 
     def evaluate_shards(self, source: str | Path, batch_size: int = 32, progress: bool = False) -> dict:
         """Metrics on the test split of a shard set (the validation split without one), streamed shard by shard."""
-        from graftcv.data.shard_stream import ShardImageStream
-
         manifest = read_manifest(source)
         split = manifest.splits.get("test") or manifest.splits["val"]
         unknown = sorted(label for label, n in split.class_counts.items() if n and label not in self.classes)
         if unknown:
             raise GraftcvError(f"{source} has classes the model does not know: {', '.join(unknown[:5])}.")
-        transform, draft = build_transform(self.data_config), decode_size(self.data_config)
-        stream = ShardImageStream(split, self.classes, transform, draft_size=draft, batch_size=batch_size)
-        loader = make_loader(stream, batch_size, num_workers=inference_workers() if len(split) > batch_size else 0)
-        fast = None
-        if self.runner is None and CheckedOnnx.worth_it(self.network, self.device, len(split)):
-            fast = CheckedOnnx(self.network, tuple(self.data_config["input_size"]))
-        probs, targets = [], []
-        with image_progress(progress) as bar:
-            task = bar.add_task(f"evaluate {split.name}", total=len(split))
-            for batch, target in loader:
-                found = fast(batch) if fast is not None else None
-                probs.append(found if found is not None else self._probs(batch))
-                targets.append(target)
-                bar.advance(task, len(batch))
-        report = classification_report(torch.cat(targets).numpy(), torch.cat(probs).numpy(), self.classes)
+        probs, targets = self.stream_proba(split, batch_size=batch_size, progress=progress, with_targets=True)
+        report = classification_report(targets, probs, self.classes)
         report["skipped_files"] = 0
         return report
 
-    def stream_proba(self, split, batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Class probabilities of every image of a shard split, in the split's order, streamed shard by shard."""
+    def stream_proba(self, split, batch_size: int = 32, progress: bool = False, with_targets: bool = False):
+        """Class probabilities of every image of a shard split, in the split's order, streamed shard by shard (and
+        with `with_targets`, the class index of each image)."""
         from graftcv.data.shard_sets import ordered
 
         stream = ordered(split, self.classes, build_transform(self.data_config), decode_size(self.data_config), 0, 1)
         loader = make_loader(stream, batch_size, num_workers=inference_workers() if len(split) > batch_size else 0)
+        fast = None
+        if self.runner is None and CheckedOnnx.worth_it(self.network, self.device, len(split)):
+            fast = CheckedOnnx(self.network, tuple(self.data_config["input_size"]))
         probs = np.empty((len(split), len(self.classes)), dtype=np.float32)
+        targets = np.empty(len(split), dtype=np.int64)
         with image_progress(progress) as bar:
             task = bar.add_task(f"predict {split.name}", total=len(split))
-            for batch, _, positions in loader:
-                probs[positions.numpy()] = self._probs(batch).numpy()
+            for batch, target, positions in loader:
+                found = fast(batch) if fast is not None else None
+                probs[positions.numpy()] = (found if found is not None else self._probs(batch)).numpy()
+                targets[positions.numpy()] = target.numpy()
                 bar.advance(task, len(batch))
-        return probs
+        return (probs, targets) if with_targets else probs
 
     def evaluate_images(self, images: ImageSet, batch_size: int = 32, progress: bool = False) -> dict:
         probs, _ = self.predict_proba(images.paths, batch_size=batch_size, progress=progress)

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from rich.progress import TimeRemainingColumn
 
-from graftcv.bulk.engine import Settings, choose_runtime, cores
+from graftcv.bulk.engine import Settings, cores
 from graftcv.bulk.parts import PLAN_FILE, check_plan, merge, part_done, part_index, parts_dir, wait_for_parts
 from graftcv.bulk.sources import PathSource, ShardSource, open_source
 from graftcv.bulk.workers import Inline, Processes
 from graftcv.errors import GraftcvError
+from graftcv.lite import choose_runtime
 from graftcv.meta import META_FILE, read_meta
 from graftcv.progress import image_progress
 

@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from importlib.util import find_spec
 from itertools import islice
 from pathlib import Path
 
@@ -21,9 +20,7 @@ from graftcv.bulk.sources import Part
 from graftcv.data.images import load_rgb
 from graftcv.data.shards import Sample, decode
 from graftcv.data.transforms import decode_size
-from graftcv.errors import GraftcvError
 
-RUNTIMES = ("auto", "torch", "onnx")
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
@@ -39,19 +36,6 @@ class Settings:
     threads: int | None
     processes: int
     local_rank: int | None
-
-
-def choose_runtime(model_dir: str | Path, runtime: str) -> str:
-    """torch or onnx: auto means onnx when the model has an export and onnxruntime is installed."""
-    from graftcv.lite import is_exported
-
-    if runtime not in RUNTIMES:
-        raise GraftcvError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
-    if Path(model_dir).suffix.lower() == ".onnx" or runtime == "onnx":
-        return "onnx"
-    if runtime == "auto" and is_exported(model_dir) and find_spec("onnxruntime") is not None:
-        return "onnx"
-    return "torch"
 
 
 def cores() -> int:

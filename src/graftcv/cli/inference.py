@@ -23,28 +23,12 @@ from graftcv.errors import GraftcvError
 from graftcv.explain.methods import user_methods
 
 ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
-RUNTIMES = ("auto", "torch", "onnx")
 Runtime = Annotated[
     str,
     typer.Option(
         help="auto (onnx once exported) | torch | onnx (the exported model.onnx; also chosen by MODEL/model.onnx)"
     ),
 ]
-
-
-def choose_runtime(model_dir: Path, runtime: str) -> str:
-    """torch or onnx: auto means onnx when the model has an export and onnxruntime is installed."""
-    from importlib.util import find_spec
-
-    from graftcv.lite import is_exported
-
-    if runtime not in RUNTIMES:
-        raise GraftcvError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
-    if model_dir.suffix.lower() == ".onnx" or runtime == "onnx":
-        return "onnx"
-    if runtime == "auto" and is_exported(model_dir) and find_spec("onnxruntime") is not None:
-        return "onnx"
-    return "torch"
 
 
 def predict(
@@ -73,6 +57,8 @@ def predict(
     if workers != 1 or part_size != 10_000 or overwrite:
         raise GraftcvError("--workers, --part-size and --overwrite apply to --out PATH.parquet only.")
     topk = 1 if topk is None else topk
+    from graftcv.lite import choose_runtime
+
     if choose_runtime(model_dir, runtime) == "onnx":
         from graftcv.lite import LitePredictor  # onnxruntime, numpy and PIL: no torch to import
 
@@ -128,6 +114,7 @@ def evaluate(
 ) -> None:
     """Score a saved model on labelled images: per-class table, confusion matrix, calibration."""
     import graftcv
+    from graftcv.lite import choose_runtime
     from graftcv.rundir import evaluation_dir, write_evaluation
 
     model = graftcv.load(model_dir, runtime=choose_runtime(model_dir, runtime))

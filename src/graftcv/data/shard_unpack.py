@@ -7,11 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
+from graftcv.config import cache_root
 from graftcv.data.shards import iter_samples, manifest_location, open_url, read_manifest
 
 
 def unpacked_dir() -> Path:
-    return Path(os.environ.get("GRAFTCV_CACHE", Path.home() / ".cache" / "graftcv")) / "shards"
+    return cache_root() / "shards"
 
 
 def unpack(source: str | Path, into: Path | None = None) -> Path:
