@@ -35,6 +35,7 @@ LAYERS = {
         "runtime",
         "rundir",
         "pages",
+        "scenes",
     },
     2: {
         "api",

@@ -13,14 +13,13 @@ from PIL import Image
 
 from graftcv.data.discovery import list_images, warn_skipped
 from graftcv.data.images import load_rgb, to_rgb
-from graftcv.data.transforms import decode_size
+from graftcv.data.transforms import DEFAULT_CROP_PCT, decode_size
 from graftcv.errors import GraftcvError
 from graftcv.progress import image_progress
 from graftcv.runtime import OnnxRunner, has_onnx_export, open_onnx, read_meta
 
 log = logging.getLogger("graftcv")
 ImageInput = str | Path | Image.Image | list
-DEFAULT_CROP_PCT = 0.875  # timm's, for a data config without one
 INTERPOLATIONS = {  # timm's interpolation names → PIL's filters (what torchvision's Resize uses on PIL images)
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -188,6 +190,51 @@ class Model:
 
         objects = annotation_masks(results, self.data_config, masks, boxes)
         return score_results(self.network, self.data_config, self.classes, results, objects)
+
+    def map(
+        self,
+        scenes: str | Path | list,
+        out: str | Path,
+        tile: int,
+        stride: int | None = None,
+        scale: float = 1.0,
+        refine: str | None = None,
+        masks: str | Path | list | None = None,
+        mask_classes: str | Path | None = None,
+        batch_size: int = 32,
+        resume: bool = False,
+        max_pixels: int | None = None,
+        cam_method: str = "gradcam",
+        progress: bool = False,
+    ) -> dict:
+        """Class maps of large scenes, tile by tile (see `graftcv map --help`): per scene under `out`, the class
+        index and probabilities as GeoTIFFs, PNG maps, an overlay, class areas and, with `masks`, the map's
+        pixel accuracy and IoU; returns what map.json holds."""
+        from graftcv.scenes.engine import MapSettings, TileModel
+        from graftcv.scenes.reader import DEFAULT_MAX_PIXELS
+        from graftcv.scenes.run import map_scenes
+
+        if refine not in (None, "cam"):
+            raise GraftcvError(f"Unknown --refine {refine!r}: the one refinement is 'cam'.")
+        refiner = None
+        if refine == "cam":
+            if self.network is None:
+                raise GraftcvError("--refine cam needs the PyTorch model: load it with runtime='torch' or explainable.")
+            from graftcv.scenes.refine import cam_refiner
+
+            refiner = cam_refiner(self.network, self.data_config, cam_method)
+
+        def probabilities(tiles: list[np.ndarray]) -> np.ndarray:
+            return self._probs(self._tensors([Image.fromarray(t) for t in tiles])).numpy()
+
+        settings = MapSettings(tile, stride or tile, float(scale), refine, batch_size, max_pixels or DEFAULT_MAX_PIXELS)
+        fingerprint = hashlib.sha256(json.dumps(self.meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        items = scenes if isinstance(scenes, list) else [scenes]
+        mask_list = None if masks is None else [Path(m) for m in (masks if isinstance(masks, list) else [masks])]
+        return map_scenes(
+            TileModel(self.classes, probabilities, refiner), [Path(s) for s in items], Path(out), settings,
+            fingerprint, self.runtime, mask_list, Path(mask_classes) if mask_classes else None, resume, progress,
+        )  # fmt: skip
 
     def save(self, path: str | Path) -> Path:
         if self.network is None:

@@ -11,6 +11,7 @@ from rich.progress import (
     ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -18,19 +19,25 @@ from rich.text import Text
 class RateColumn(ProgressColumn):
     """Items per second of the task, e.g. '212 img/s'."""
 
+    def __init__(self, unit: str = "img") -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task) -> Text:  # type: ignore[override]
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} img/s" if speed else "… img/s", style="progress.data.speed")
+        return Text(f"{speed:,.0f} {self.unit}/s" if speed else f"… {self.unit}/s", style="progress.data.speed")
 
 
-def image_progress(enabled: bool = True) -> Progress:
-    """A progress bar for passes over images; disabled when not on a terminal (CI logs stay short)."""
+def image_progress(enabled: bool = True, unit: str = "img") -> Progress:
+    """A progress bar for passes over images (or tiles: `unit`), with the rate and the time left; disabled when
+    not on a terminal (CI logs stay short)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        RateColumn(),
+        RateColumn(unit),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         disable=not (enabled and sys.stderr.isatty()),
         transient=False,
     )

@@ -1,6 +1,6 @@
 """The `graftcv` command line: a thin face over the Python API (`graftcv.cli:main` is the console script)."""
 
-from graftcv.cli import delivery, inference, shards, training
+from graftcv.cli import delivery, inference, scenes, shards, training
 from graftcv.cli.application import app, err, main, out
 
 # Registered here, in the order `graftcv --help` lists them.
@@ -19,5 +19,6 @@ for _command in (
 ):
     app.command()(_command)
 app.command("lr-find")(training.lr_find)
+app.command("map")(scenes.map_command)
 
 __all__ = ["app", "err", "main", "out"]

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from graftcv.errors import GraftcvError
 
+DEFAULT_CROP_PCT = 0.875  # timm's, for a data config without one
+
 AUGMENT_PRESETS: dict[str, dict] = {
     "none": {},
     "light": {"scale": (0.25, 1.0), "hflip": 0.5, "color_jitter": 0.0},
