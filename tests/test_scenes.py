@@ -126,6 +126,14 @@ def test_windowed_reader_returns_the_window(tmp_path: Path, tiled: bool) -> None
         assert (half.height, half.width) == (150, 130) and half.read(0, 0, 32, 32).shape == (32, 32, 3)
 
 
+def test_rasters_other_than_8_bit_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "deep.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=40, width=40, count=3, dtype="uint16") as raster:
+        raster.write(np.zeros((3, 40, 40), np.uint16))
+    with pytest.raises(GraftcvError, match="uint16 pixels"):
+        open_scene(path)
+
+
 def test_geotiff_georeference_is_copied_to_the_maps(tmp_path: Path) -> None:
     scene = write_tiff(tmp_path / "geo.tif", halves_scene(), georef=True)
     result = map_scene(scene, tmp_path / "map", colour_model(), MapSettings(tile=40, stride=40), "m")
@@ -257,6 +265,7 @@ def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: 
         ("mask", ["--tile", "32", "--mask", "{mask}"], "must match its scene"),
         ("ok", ["--tile", "8"], "too small"),
         ("ok", ["--tile", "32", "--stride", "40"], "leaves gaps"),
+        ("ok", ["--tile", "32", "--max-pixels", "1000"], "above the limit of 1,000"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(

@@ -85,8 +85,10 @@ class _Tally:
 
 
 def _identity(scene_path: Path, scene: Scene, settings: MapSettings, model_id: str, mask: Path | None) -> dict:
+    """What a map depends on (not the batch size or the pixel limit): a resumed map must have the same."""
+    chosen = {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "max_pixels")}
     return {"scene": str(scene_path.resolve()), "size": [scene.height, scene.width], "model": model_id,
-            "mask": str(mask.resolve()) if mask else None, **asdict(settings)}  # fmt: skip
+            "mask": str(mask.resolve()) if mask else None, **chosen}  # fmt: skip
 
 
 def _resume_state(folder: Path, identity: dict, resume: bool) -> dict | None:

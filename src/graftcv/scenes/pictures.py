@@ -44,19 +44,24 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def legend(classes: list[str], colours: list[tuple[int, int, int]], width: int) -> Image.Image:
-    """A white band, `width` px wide, with one colour swatch and name per class."""
+WHITE, BLACK = 254, 255  # palette entries of the legend's background and text in the class map
+
+
+def legend(classes: list[str], fills: list, width: int, mode: str = "RGB") -> Image.Image:
+    """A band `width` px wide with one swatch and name per class: RGB (fills are colours) or, in mode P, palette
+    indices (fills are class indices; WHITE and BLACK are the background and the text)."""
     size = max(12, min(28, width // 60))
     font = _font(size)
     cell = size * 2 + max(len(c) for c in classes) * size * 0.6
     per_row = max(1, int(width // cell))
     rows = -(-len(classes) // per_row)
-    band = Image.new("RGB", (width, int(rows * size * 1.8 + size * 0.6)), "white")
+    white, black = ("white", "black") if mode == "RGB" else (WHITE, BLACK)
+    band = Image.new(mode, (width, int(rows * size * 1.8 + size * 0.6)), white)
     draw = ImageDraw.Draw(band)
-    for i, (name, colour) in enumerate(zip(classes, colours, strict=True)):
+    for i, (name, fill) in enumerate(zip(classes, fills, strict=True)):
         x, y = int(i % per_row * cell + size * 0.4), int(i // per_row * size * 1.8 + size * 0.4)
-        draw.rectangle([x, y, x + size, y + size], fill=colour, outline="black")
-        draw.text((x + size * 1.4, y - size * 0.1), name, fill="black", font=font)
+        draw.rectangle([x, y, x + size, y + size], fill=fill, outline=black)
+        draw.text((x + size * 1.4, y - size * 0.1), name, fill=black, font=font)
     return band
 
 
@@ -79,13 +84,12 @@ def render_pictures(folder: Path, scene_thumbnail: np.ndarray, classes: list[str
     with open_raster(folder / CLASS_INDEX, "r") as raster:
         index = raster.read(1)
     written["class_index"] = str(_save_png(Image.fromarray(index, mode="L"), folder / "class_index.png"))
-    coloured = Image.fromarray(index, mode="P")
-    coloured.putpalette(palette + [0] * (768 - len(palette)))
-    key = legend(classes, colours, coloured.width)
-    sheet = Image.new("RGB", (coloured.width, coloured.height + key.height), "white")
-    sheet.paste(coloured.convert("RGB"), (0, 0))
-    sheet.paste(key, (0, coloured.height))
-    del coloured
+    # One byte per pixel all the way: the map and its legend share one palette (a large scene stays small).
+    key = legend(classes, list(range(len(classes))), index.shape[1], mode="P")
+    sheet = Image.new("P", (index.shape[1], index.shape[0] + key.height), WHITE)
+    sheet.putpalette(palette + [0] * (3 * WHITE - len(palette)) + [255, 255, 255, 0, 0, 0])
+    sheet.paste(Image.fromarray(index, mode="P"), (0, 0))
+    sheet.paste(key, (0, index.shape[0]))
     written["class_map"] = str(_save_png(sheet, folder / "class_map.png"))
     del sheet
     height, width = scene_thumbnail.shape[:2]

@@ -33,12 +33,13 @@ def read_mask_classes(path: Path) -> list[str]:
 
 
 def mask_classes_for(mask: Path, given: Path | None) -> list[str]:
-    path = given or mask.parent / "classes.json"
-    if not Path(path).is_file():
-        raise GraftcvError(
-            f"No classes.json beside {mask}: pass --mask-classes FILE (the class name of each mask value)."
-        )
-    return read_mask_classes(path)
+    """The given table, else classes.json in the mask's folder or beside that folder (dubai_aerial's layout)."""
+    if given is not None:
+        return read_mask_classes(given)
+    for path in (mask.parent / "classes.json", mask.parent.parent / "classes.json"):
+        if path.is_file():
+            return read_mask_classes(path)
+    raise GraftcvError(f"No classes.json beside {mask}: pass --mask-classes FILE (the class name of each mask value).")
 
 
 def value_lookup(mask_classes: list[str], classes: list[str]) -> np.ndarray:
