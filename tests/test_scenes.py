@@ -293,3 +293,36 @@ def test_bad_input_is_one_sentence_and_exit_2(
     assert code == 2, output
     assert message in " ".join(output.split()) and "Traceback" not in output
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+# --- real data ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_dubai_scene_is_mapped_and_scored_against_its_mask(tmp_path: Path) -> None:
+    """Tiles cut from one dubai_aerial scene train a tiny model; another scene is mapped and scored against its
+    mask, whose names come from the dataset's classes.json beside the masks folder."""
+    from conftest import SHARED
+
+    root = SHARED / "dubai_aerial"
+    names = json.loads((root / "classes.json").read_text())["classes"]
+    image = np.asarray(Image.open(root / "images" / "tile1_image_part_001.jpg").convert("RGB"))
+    mask = np.asarray(Image.open(root / "masks" / "tile1_image_part_001.png"))
+    for y in range(0, 512, 64):
+        for x in range(0, 512, 64):
+            label = names[int(np.bincount(mask[y : y + 64, x : x + 64].ravel()).argmax())]
+            (tmp_path / "tiles" / label).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[y : y + 64, x : x + 64]).save(tmp_path / "tiles" / label / f"{y}_{x}.png")
+    kept = [d for d in (tmp_path / "tiles").iterdir() if len(list(d.iterdir())) < 2]
+    for folder in kept:  # a class needs two tiles to be split
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    run = graftcv.fit(tmp_path / "tiles", out=tmp_path / "run", **(TINY | {"strategy": "linear-probe"}))
+    scene, truth = root / "images" / "tile1_image_part_002.jpg", root / "masks" / "tile1_image_part_002.png"
+    summary = run.model.map(scene, tmp_path / "maps", tile=64, masks=root / "masks")
+    known = np.isin(np.asarray(Image.open(truth)), [names.index(c) for c in run.model.classes])
+    scores = summary["scores"]
+    assert scores["pixels_scored"] == int(known.sum()) > 0
+    assert 0.0 <= scores["pixel_accuracy"] <= 1.0 and scores["scenes"] == 1
+    assert read_index(tmp_path / "maps" / scene.stem).shape == known.shape
