@@ -45,6 +45,7 @@ LAYERS = {
         "model",
         "lite",
         "bulk",
+        "adaptation",
         "",
     },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare"},

@@ -5,11 +5,25 @@ import importlib
 from graftcv.errors import GraftcvError
 
 __version__ = "0.1.0"
-__all__ = ["DataSplits", "GraftcvError", "ImageSet", "Model", "Run", "find_lr", "fit", "load", "predict_to_parquet"]
+__all__ = [
+    "Adapted",
+    "DataSplits",
+    "GraftcvError",
+    "ImageSet",
+    "Model",
+    "Run",
+    "adapt",
+    "find_lr",
+    "fit",
+    "load",
+    "predict_to_parquet",
+]
 # The API, imported on first use (PEP 562): `import graftcv`, and with it the CLI's help and usage errors, do
 # not pay for torch, timm, Lightning and scikit-learn until something trains or predicts.
 _API = {
     "fit": "graftcv.api",
+    "adapt": "graftcv.api",
+    "Adapted": "graftcv.api",
     "find_lr": "graftcv.api",
     "Run": "graftcv.api",
     "Model": "graftcv.api",

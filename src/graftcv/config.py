@@ -98,6 +98,12 @@ class TrainConfig:
     precision: str = setting("32-true", "32-true | 16-mixed | bf16-mixed", "Execution")
     cache: bool = setting(True, "Reuse cached features", "Execution")
     progress: bool = setting(True, "Progress bars and per-epoch lines", "Execution", cli=False)
+    target: str | None = setting(None, "Unlabelled images of the target domain (graftcv adapt)", "Data", cli=False)
+    adaptation: str = setting(
+        "source-only", "Domain adaptation: source-only | dann | mmd | coral", "Strategy", cli=False,
+        choices=("source-only", "dann", "mmd", "coral"),
+    )  # fmt: skip
+    adaptation_weight: float = setting(1.0, "Weight of the domain-alignment loss", "Strategy", cli=False)
 
     def validate(self) -> TrainConfig:
         for item in fields(self):

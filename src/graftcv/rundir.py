@@ -43,6 +43,9 @@ HISTORY_COLUMNS = [
     "trainable_groups",
     "train_px",
     "seconds",
+    "align_loss",  # graftcv adapt: the domain-alignment loss, and the discriminator's accuracy (dann) or the
+    "domain_acc",  # discrepancy (mmd, coral); empty for other runs
+    "discrepancy",
 ]
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 

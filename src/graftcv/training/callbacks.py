@@ -12,6 +12,8 @@ from rich.console import Console
 
 from graftcv.training.budget import RunClock, format_seconds
 
+ADAPTATION_METRICS = ("align_loss", "domain_acc", "discrepancy")  # logged by TransferModule when adapting
+
 
 class BestWeights(L.Callback):
     """Keeps a copy of the weights (and validation outputs) of the epoch with the lowest validation loss,
@@ -88,6 +90,7 @@ class EpochLog(L.Callback):
             "train_px": module.phase.size_at(trainer.current_epoch) or "",
             "seconds": round(time.perf_counter() - self.started, 2),
         }
+        row |= {k: metrics[k] for k in ADAPTATION_METRICS if k in metrics}
         self.rows.append(row)
         eta = ""
         if self.clock is not None:

@@ -6,6 +6,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -93,9 +94,15 @@ def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_c
     groups = layer_groups(model)
     pretrained = config.pretrained or config.weights is not None
     frozen = early_groups(model, groups) if config.freeze_stem and pretrained else 0
+    alignment = None
+    if config.target is not None and config.adaptation != "source-only":
+        from graftcv.training.alignment import ALIGNMENTS
+
+        alignment = ALIGNMENTS.lookup(config.adaptation).build(model.num_features)
     return TransferModule(
-        model, groups, optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes), frozen
-    )
+        model, groups, optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes), frozen,
+        alignment, config.adaptation_weight,
+    )  # fmt: skip
 
 
 def micro_batching(config: TrainConfig, phase: Phase) -> tuple[int, int]:
@@ -148,7 +155,31 @@ def make_loaders(
         train_set, micro, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
     )
     val = make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers, sampler=val_share)
+    if config.target is not None and config.adaptation != "source-only":
+        train = _with_target(train, config, train_transform, size, micro)
     return train, val
+
+
+def _batches(loader) -> int:
+    """Batches per epoch; a source + target loader has the source's (Lightning's CombinedLoader only knows its
+    length once iterated)."""
+    iterables = getattr(loader, "iterables", None)
+    return len(iterables["source"]) if isinstance(iterables, dict) else len(loader)
+
+
+def _with_target(source, config: TrainConfig, transform, size: int, micro: int):
+    """Source batches paired with as many unlabelled target images (cycled when the target set is smaller):
+    the target folder's images only — any class folders in it are never read as labels."""
+    from lightning.pytorch.utilities import CombinedLoader
+
+    from graftcv.data import list_images
+
+    paths, _ = list_images([config.target])
+    target_set = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), transform, size)
+    target = make_loader(target_set, micro, shuffle=True, num_workers=config.num_workers, drop_last=len(paths) > micro)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own use of torch's pytree
+        return CombinedLoader({"source": source, "target": target}, mode="max_size_cycle")
 
 
 def _stream_loaders(phase: Phase, splits: DataSplits, config: TrainConfig, data_config: dict, transform, size: int):
@@ -254,7 +285,7 @@ def train_phases(
             if timing is not None:
                 _announce_phase(phase, fraction, splits, timing)
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
-        fraction = max(fraction, 1.0 / max(1, len(train_loader)))  # at least one batch per epoch
+        fraction = max(fraction, 1.0 / max(1, _batches(train_loader)))  # at least one batch per epoch
         if config.lr == "auto" and index == len(phases) - 1:
             if lr_found is None:
                 from graftcv.training.lr_find import find_lr

@@ -40,8 +40,12 @@ class TransferModule(L.LightningModule):
         bn: str = "freeze",
         mixup: nn.Module | None = None,
         frozen_bottom: int = 0,
+        alignment: nn.Module | None = None,
+        alignment_weight: float = 1.0,
     ) -> None:
-        """`frozen_bottom`: groups from the stem up that no phase trains (see `backbones.early_groups`)."""
+        """`frozen_bottom`: groups from the stem up that no phase trains (see `backbones.early_groups`).
+        `alignment`: a domain-alignment loss (`training.alignment`) on the pooled features of source and target
+        batches, when the training loader also yields unlabelled target images."""
         super().__init__()
         self.model = model
         self.groups = groups
@@ -58,6 +62,8 @@ class TransferModule(L.LightningModule):
         self.val_probs: list[torch.Tensor] = []
         self.val_targets: list[torch.Tensor] = []
         self._wrapped_trainable: set[str] = set()
+        self.alignment = alignment
+        self.alignment_weight = alignment_weight
 
     # --- phases and freezing -------------------------------------------------------------------
     def start_phase(self, phase: Phase) -> None:
@@ -111,7 +117,26 @@ class TransferModule(L.LightningModule):
             return x
         return nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
+    def _adapted_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Classification loss on the source batch plus the weighted alignment of source and target features,
+        both through one forward pass."""
+        (xs, ys), xt = batch["source"], batch["target"][0]
+        images = self.train_input(torch.cat([xs, xt])).contiguous(memory_format=torch.channels_last)
+        pooled = self.model.forward_head(self.model.forward_features(images), pre_logits=True)
+        source, target = pooled[: len(xs)], pooled[len(xs) :]
+        loss = self.loss(self.model.get_classifier()(source), ys)
+        progress = self.global_step / max(1, int(self.trainer.estimated_stepping_batches))
+        aligned, logs = self.alignment(source, target, progress)
+        for name, value in logs.items():
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=len(xs))
+        self.log("align_loss", aligned.detach(), on_step=False, on_epoch=True, batch_size=len(xs))
+        return loss + self.alignment_weight * aligned, len(ys)
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if isinstance(batch, dict):
+            loss, n = self._adapted_loss(batch)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+            return loss
         x, y = batch
         x = self.train_input(x)
         if self.mixup is not None and not self.phase.on_features:
@@ -180,6 +205,9 @@ class TransferModule(L.LightningModule):
             for group, wd in ((decay, self.optim.weight_decay), (no_decay, 0.0)):
                 if group:
                     param_groups.append({"params": group, "lr": lr, "weight_decay": wd})
+        extra = list(self.alignment.parameters()) if self.alignment is not None else []
+        if extra:  # the domain discriminator learns at the head's rate
+            param_groups.append({"params": extra, "lr": rates[-1], "weight_decay": self.optim.weight_decay})
         return param_groups
 
     def configure_optimizers(self):
