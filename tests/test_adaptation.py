@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, write_class_folders
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 
 import graftcv
 import graftcv.cli
+from graftcv.self_training import select
 from graftcv.training.alignment import ALIGNMENTS, ramp, reverse_gradient
 
 SETTINGS = TINY | {"epochs": 2}
@@ -85,6 +87,13 @@ def test_adapt_runs_each_method_and_measures_the_shift(domains: dict, tmp_path: 
         assert rows and all(row[logged] != "" for row in rows)
 
 
+def test_adaptation_under_a_budget_probes_source_and_target_steps(domains: dict, tmp_path: Path) -> None:
+    """--budget measures training steps before the run: with a target stream they see both domains."""
+    adapted = graftcv.adapt(domains["source"], domains["target"], out=tmp_path / "run", method="coral",
+                            **(SETTINGS | {"epochs": None, "budget": "20s"}))  # fmt: skip
+    assert adapted.run.summary["val_accuracy"] is not None
+
+
 def test_target_labels_never_reach_training(domains: dict, tmp_path: Path) -> None:
     """The same run with right and with swapped target labels: identical weights, different target scores."""
     runs = {}
@@ -96,6 +105,21 @@ def test_target_labels_never_reach_training(domains: dict, tmp_path: Path) -> No
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
     right, wrong = (runs[n].target_report["accuracy"] for n in ("target", "wrong"))
     assert right + wrong == pytest.approx(1.0)  # two classes, every label swapped
+
+
+def test_pseudo_labels_are_confident_and_class_balanced() -> None:
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.85, 0.15], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7]])
+    assert select(probs, 1, 1) == {0: 0, 1: 0, 2: 0, 4: 1}  # 0.6 and 0.7 are below the threshold
+    assert select(probs, 1, 3) == {0: 0, 4: 1}  # a third of an even share per class: the surest of each
+
+
+def test_self_training_records_its_rounds(domains: dict, tmp_path: Path) -> None:
+    adapted = graftcv.adapt(domains["source"], domains["target"], out=tmp_path / "run", method="self-training",
+                            target_labels=domains["target"], **SETTINGS)  # fmt: skip
+    rounds = json.loads((tmp_path / "run" / "adaptation.json").read_text())["self_training"]
+    assert rounds and rounds[0]["round"] == 1
+    assert all(0 <= r["correct"] <= r["pseudo_labelled"] <= 10 for r in rounds)
+    assert adapted.run.model is not None and (tmp_path / "run" / "model").is_dir()
 
 
 def _main(monkeypatch, capsys, args: list[str]) -> tuple[int, str]:

@@ -46,6 +46,7 @@ LAYERS = {
         "lite",
         "bulk",
         "adaptation",
+        "self_training",
         "",
     },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare"},

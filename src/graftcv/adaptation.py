@@ -22,7 +22,7 @@ from graftcv.outcomes import Run
 from graftcv.rundir import write_evaluation
 
 log = logging.getLogger("graftcv")
-METHODS = TrainConfig.__dataclass_fields__["adaptation"].metadata["choices"]
+METHODS = (*TrainConfig.__dataclass_fields__["adaptation"].metadata["choices"], "self-training")
 SHIFT_IMAGES = 400  # images per domain for the domain-shift measure and the feature plot
 
 
@@ -84,7 +84,13 @@ def adapt(
     if method not in METHODS:
         raise GraftcvError(f"Unknown adaptation method {method!r}: choose one of {', '.join(METHODS)}.")
     target_paths, _ = list_images([str(target)])  # no images: list_images says so
-    run = fit(source, out=out, target=str(target), adaptation=method, **settings)
+    rounds = None
+    if method == "self-training":
+        from graftcv.self_training import self_train
+
+        run, rounds = self_train(source, target_paths, out, target_labels, **settings)
+    else:
+        run = fit(source, out=out, target=str(target), adaptation=method, **settings)
     if run.model is None:  # another rank of a multi-process run
         return Adapted(run, {}, None)
     data_config = run.model.data_config
@@ -99,6 +105,8 @@ def adapt(
         report = run.model.evaluate(target_labels)
         write_evaluation(report, run.out_dir, prefix="target_")
     summary = {"method": method, "target": str(target), "target_images": len(target_paths), "domain_shift": shift}
+    if rounds is not None:
+        summary["self_training"] = rounds
     if report is not None:
         summary |= {"target_labels": str(target_labels), "target_accuracy": report["accuracy"]}
         summary["target_macro_f1"] = report["macro_f1"]

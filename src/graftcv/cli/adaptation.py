@@ -11,7 +11,7 @@ from graftcv.cli.application import out
 from graftcv.cli.options import given, parsed, with_config_options
 from graftcv.config import TrainConfig
 
-METHODS = " | ".join(TrainConfig.__dataclass_fields__["adaptation"].metadata["choices"])
+METHODS = " | ".join((*TrainConfig.__dataclass_fields__["adaptation"].metadata["choices"], "self-training"))
 
 
 @with_config_options

@@ -21,15 +21,27 @@ EPOCH_PACE = 0.87
 ONNX_FEATURE_SPEEDUP = 2.0
 
 
+def _probe_batch(batch) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(images, labels, source images counted): a source + target batch of `graftcv adapt` (Lightning's
+    CombinedLoader yields (batch, index, loader index)) runs as one pass over both, as its training step does,
+    and counts its source images, in which epochs are measured."""
+    if isinstance(batch, tuple) and len(batch) == 3 and isinstance(batch[0], dict):
+        (xs, ys), xt = batch[0]["source"], batch[0]["target"][0]
+        return torch.cat([xs, xt]), torch.cat([ys, ys.new_zeros(len(xt))]), len(ys)
+    x, y = batch
+    return x, y, len(y)
+
+
 def _timed_batches(loader: DataLoader, warmup: int, timed: int, step) -> float:
     """Images per second over `timed` batches after `warmup` ones, loading included (as in an epoch); over
     every batch when the loader has no more than the warm-up."""
     seconds: list[tuple[int, float]] = []
     clock = time.perf_counter()
-    for index, (x, y) in enumerate(loader):
+    for index, batch in enumerate(loader):
+        x, y, images = _probe_batch(batch)
         step(x, y)
         now = time.perf_counter()
-        seconds.append((len(y), now - clock))
+        seconds.append((images, now - clock))
         clock = now
         if index + 1 >= warmup + timed:
             break
