@@ -1,5 +1,7 @@
 """Self-training for domain adaptation: rounds of confident, class-balanced pseudo-labels on the target images,
-each round a plain `fit` on the source plus the pseudo-labelled target, until the labels stop changing."""
+each round a plain `fit` on the source plus the pseudo-labelled target, until the labels stop changing. Each
+fit gets the whole `--budget` (a share of it is too short for a fit's fixed costs): self-training costs up to
+rounds + 1 runs of another method."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graftcv.config import TrainConfig, parse_duration
+from graftcv.config import TrainConfig
 from graftcv.data import DataSplits, ImageSet, discover, read_labelled
 from graftcv.fitting import fit
 from graftcv.outcomes import Run
@@ -33,14 +35,6 @@ def select(probs: np.ndarray, round_index: int, rounds: int, threshold: float = 
     return chosen
 
 
-def _round_budget(settings: dict, rounds: int) -> dict:
-    """The same budget as one run of another method, shared by the rounds."""
-    budget = parse_duration(settings.get("budget"), "--budget")
-    if budget is None:
-        return settings
-    return settings | {"budget": f"{max(1, int(budget.total_seconds() / (rounds + 1)))}s"}  # + the final fit
-
-
 def self_train(source, target_paths: list[Path], out, target_labels=None, rounds: int = ROUNDS,
                **settings) -> tuple[Run, list[dict]]:  # fmt: skip
     """The final run (in `out`, on the source plus the last pseudo-labels) and, per round, how many target
@@ -52,7 +46,6 @@ def self_train(source, target_paths: list[Path], out, target_labels=None, rounds
     if target_labels is not None:
         known, _ = read_labelled(target_labels)
         truth = {p.resolve(): label for p, label in zip(known.paths, known.labels, strict=True)}
-    settings = _round_budget(settings, rounds)
     work = Path(tempfile.mkdtemp(prefix="graftcv-self-training-"))
     history: list[dict] = []
     pseudo: dict[int, int] = {}
