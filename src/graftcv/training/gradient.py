@@ -160,11 +160,19 @@ def make_loaders(
     return train, val
 
 
+def _select_among_adapted(best: BestWeights, history: list[dict], feature_phases: set[str]) -> None:
+    """Domain adaptation keeps the best epoch of its adapted phases: a head epoch on frozen features, often best
+    on the source's validation loss, would leave a backbone the alignment never touched."""
+    if 0 < best.best_epoch <= len(history) and history[best.best_epoch - 1]["phase"] in feature_phases:
+        best.best_loss = float("inf")
+
+
 def _batches(loader) -> int:
-    """Batches per epoch; a source + target loader has the source's (Lightning's CombinedLoader only knows its
-    length once iterated)."""
+    """Batches per epoch (Lightning's CombinedLoader of a source + target loader only knows its length once
+    iterated)."""
     iterables = getattr(loader, "iterables", None)
-    return len(iterables["source"]) if isinstance(iterables, dict) else len(loader)
+    # the shorter stream: whichever length Lightning counts, at least one batch survives the epoch's fraction
+    return min(len(i) for i in iterables.values()) if isinstance(iterables, dict) else len(loader)
 
 
 def _with_target(source, config: TrainConfig, transform, size: int, micro: int):
@@ -285,6 +293,8 @@ def train_phases(
             if timing is not None:
                 _announce_phase(phase, fraction, splits, timing)
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
+        if module.alignment is not None and not phase.on_features:
+            _select_among_adapted(best, history, {p.name for p in phases if p.on_features})
         fraction = max(fraction, 1.0 / max(1, _batches(train_loader)))  # at least one batch per epoch
         if config.lr == "auto" and index == len(phases) - 1:
             if lr_found is None:
