@@ -161,8 +161,9 @@ def make_loaders(
 
 
 def _select_among_adapted(best: BestWeights, history: list[dict], feature_phases: set[str]) -> None:
-    """Domain adaptation keeps the best epoch of its adapted phases: a head epoch on frozen features, often best
-    on the source's validation loss, would leave a backbone the alignment never touched."""
+    """Domain adaptation keeps the best epoch of its image phases, for every method alike (the source-only
+    baseline included): a head epoch on frozen features, often best on the source's validation loss, would leave a
+    backbone the alignment never touched."""
     if 0 < best.best_epoch <= len(history) and history[best.best_epoch - 1]["phase"] in feature_phases:
         best.best_loss = float("inf")
 
@@ -293,7 +294,7 @@ def train_phases(
             if timing is not None:
                 _announce_phase(phase, fraction, splits, timing)
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
-        if module.alignment is not None and not phase.on_features:
+        if config.target is not None and not phase.on_features:  # every method of `adapt`, source-only too
             _select_among_adapted(best, history, {p.name for p in phases if p.on_features})
         fraction = max(fraction, 1.0 / max(1, _batches(train_loader)))  # at least one batch per epoch
         if config.lr == "auto" and index == len(phases) - 1:
