@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from graftcv.atomic import write_bytes, write_json
+from graftcv.backbones import classifier_param_names
 from graftcv.config import TrainConfig
-from graftcv.data import ImageDataset, build_transform, evenly_spaced, list_images, make_loader
+from graftcv.data import evenly_spaced, list_images
 from graftcv.errors import GraftcvError
 from graftcv.evaluation.domains import proxy_a_distance
+from graftcv.features import extract_features, model_fingerprint
 from graftcv.fitting import fit
 from graftcv.outcomes import Run
 from graftcv.rundir import write_evaluation
@@ -35,21 +36,18 @@ class Adapted:
     target_report: dict | None
 
 
-@torch.inference_mode()
-def pooled_features(network: nn.Module, paths: list[str], data_config: dict, batch_size: int = 32) -> np.ndarray:
-    """The network's pooled, pre-classifier features of each image, at its evaluation transform."""
-    network = network.eval()
-    dataset = ImageDataset(paths, np.zeros(len(paths), np.int64), build_transform(data_config))
-    rows = []
-    for images, _ in make_loader(dataset, batch_size, num_workers=0):
-        rows.append(network.forward_head(network.forward_features(images), pre_logits=True).float().numpy())
-    return np.concatenate(rows)
+def _features(network: nn.Module, paths: list[str], data_config: dict, name: str, cache: bool) -> np.ndarray:
+    """Pooled features through the feature pass `fit` uses (the pretrained backbone's are cached already)."""
+    model_id = {"name": name, "weights": model_fingerprint(network, classifier_param_names(network, True))}
+    found = extract_features(network, [Path(p) for p in paths], data_config, model_id, use_cache=cache, progress=False)
+    return np.asarray(found)
 
 
 def _pretrained(config: dict) -> nn.Module:
     from graftcv.backbones import create_backbone
 
-    backbone = create_backbone(config["model"], 2, config["pretrained"], config["weights"], size=config["size"])
+    backbone = create_backbone(config["model"], 2, config["pretrained"], config["weights"], config["dropout"],
+                               config["drop_path"], size=config["size"])  # fmt: skip
     return backbone.model
 
 
@@ -96,8 +94,9 @@ def adapt(
     data_config = run.model.data_config
     source_paths = evenly_spaced([str(p) for p in list_images([str(source)])[0]], SHIFT_IMAGES)
     target_sample = evenly_spaced([str(p) for p in target_paths], SHIFT_IMAGES)
-    before = tuple(pooled_features(_pretrained(run.config), p, data_config) for p in (source_paths, target_sample))
-    after = tuple(pooled_features(run.model.network.backbone, p, data_config) for p in (source_paths, target_sample))
+    pretrained, adapted, name = _pretrained(run.config), run.model.network.backbone, run.config["model"]
+    before = tuple(_features(pretrained, p, data_config, name, True) for p in (source_paths, target_sample))
+    after = tuple(_features(adapted, p, data_config, name, False) for p in (source_paths, target_sample))
     shift = {"before": proxy_a_distance(*before), "after": proxy_a_distance(*after)}
     write_bytes(run.out_dir / "domain_features.png", _feature_plot(before, after))
     report = None
