@@ -52,10 +52,10 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
-    """Two cores: keep torch from oversubscribing them."""
+    """Two cores: keep torch from oversubscribing them (GRAFTCV_TEST_THREADS=1 beside a benchmark)."""
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("GRAFTCV_TEST_THREADS", min(2, os.cpu_count() or 1))))
 
 
 def write_image(path: Path, colour: tuple[int, int, int], seed: int, size: int = 48, fmt: str | None = None) -> Path:

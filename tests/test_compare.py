@@ -125,6 +125,16 @@ def test_shot_subsets_are_balanced_nested_and_inside_the_training_pool():
     assert set(splits[0].subsets["2"]) != set(splits[1].subsets["2"])
 
 
+def test_regularized_variants_are_rows_of_their_own(data, tmp_path):
+    spy = SpyFit()
+    result = compare(data, strategies="finetune,finetune+l2sp,finetune+l2sp+bss", folds=2, out=tmp_path / "c", fit=spy)
+    by_row = {c["out"].name: c["settings"] for c in spy.calls}
+    assert by_row["finetune"].get("reg") is None
+    assert by_row["finetune+l2sp"]["reg"] == "l2sp" and by_row["finetune+l2sp+bss"]["reg"] == "l2sp,bss"
+    assert {s["strategy"] for s in by_row.values()} == {"finetune"}
+    assert {row["strategy"] for row in result.rows} == set(by_row)
+
+
 def test_strategies_see_identical_images(data, tmp_path):
     spy = SpyFit()
     strategies = "prototype,linear-probe,scratch"
@@ -291,6 +301,8 @@ def test_resume_reuses_finished_cells(data, tmp_path):
         ({"tune": "momentum"}, "--tune 'momentum' is not tunable"),
         ({"strategy": "full"}, "compare sets strategy itself"),
         ({"budget": "soon"}, "--budget must look like 90s"),
+        ({"strategies": "finetune+dropout"}, "Unknown regularizer 'dropout'"),
+        ({"strategies": "linear-probe+bss"}, "closed form"),
     ],
 )
 def test_bad_input_is_one_sentence(data, tmp_path, options, message):

@@ -5,6 +5,7 @@ when target labels are given for evaluation."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def adapt(
     training, to score the model."""
     if method not in METHODS:
         raise GraftcvError(f"Unknown adaptation method {method!r}: choose one of {', '.join(METHODS)}.")
+    started = time.perf_counter()
     target_paths, _ = list_images([str(target)])  # no images: list_images says so
     rounds = None
     if method == "self-training":
@@ -109,5 +111,6 @@ def adapt(
     if report is not None:
         summary |= {"target_labels": str(target_labels), "target_accuracy": report["accuracy"]}
         summary["target_macro_f1"] = report["macro_f1"]
+    summary["seconds"] = round(time.perf_counter() - started, 1)  # every self-training round and the measures too
     write_json(run.out_dir / "adaptation.json", summary)
     return Adapted(run, shift, report)

@@ -8,6 +8,7 @@ from graftcv.heads.sklearn import HEADS
 from graftcv.registry import Registry
 from graftcv.strategies import STRATEGIES
 from graftcv.training.optim import OPTIMIZERS, SCHEDULES
+from graftcv.training.regularizers import parse_regularizers
 
 REGISTRIES: dict[str, Registry] = {
     "strategy": STRATEGIES,
@@ -24,4 +25,12 @@ def check_choices(config: TrainConfig) -> TrainConfig:
         if value not in registry:
             flag = f"--{name.replace('_', '-')}"
             raise GraftcvError(f"Unknown {registry.kind} {value!r}: {flag} takes one of {', '.join(registry)}.")
+    regularizers = parse_regularizers(config.reg)
+    strategy = STRATEGIES[config.strategy]
+    if regularizers and strategy.closed_form:
+        raise GraftcvError(f"--reg regularizes gradient fine-tuning; {strategy.name} fits its head in closed form on "
+                           "frozen features: drop --reg, or choose a gradient strategy such as finetune.")  # fmt: skip
+    if "l2sp" in regularizers and not (config.pretrained or config.weights):
+        raise GraftcvError("--reg l2sp pulls the weights towards pretrained ones, and this run starts from random "
+                           "weights: drop l2sp, or train from pretrained weights.")  # fmt: skip
     return config

@@ -73,6 +73,9 @@ class TrainConfig:
     weight_decay: float = setting(0.01, "Weight decay (not on norms and biases)", "Optimisation")
     momentum: float = setting(0.9, "sgd / rmsprop momentum", "Optimisation")
     label_smoothing: float = setting(0.1, "Label smoothing", "Optimisation")
+    reg: str = setting(
+        "none", "Fine-tuning regularizers: l2sp | bss | l2sp,bss (NAME:WEIGHT sets a weight)", "Optimisation"
+    )
     dropout: float = setting(0.2, "Head dropout", "Optimisation")
     drop_path: float = setting(0.1, "Stochastic depth", "Optimisation")
     patience: int = setting(3, "Early-stopping patience (epochs)", "Optimisation")

@@ -46,6 +46,7 @@ HISTORY_COLUMNS = [
     "align_loss",  # graftcv adapt: the domain-alignment loss, and the discriminator's accuracy (dann) or the
     "domain_acc",  # discrepancy (mmd, coral); empty for other runs
     "discrepancy",
+    "reg_loss",  # --reg: the regularizers' penalty (mean over the epoch's steps)
 ]
 PER_CLASS_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 

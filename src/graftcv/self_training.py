@@ -1,7 +1,7 @@
 """Self-training for domain adaptation: rounds of confident, class-balanced pseudo-labels on the target images,
-each round a plain `fit` on the source plus the pseudo-labelled target, until the labels stop changing. Each
-fit gets the whole `--budget` (a share of it is too short for a fit's fixed costs): self-training costs up to
-rounds + 1 runs of another method."""
+each round a plain `fit` on the source plus the pseudo-labelled target, until the labels stop changing or the
+last round, whose fit is the run. Each fit gets the whole `--budget`/`--epochs` (a share of a budget is too short
+for a fit's fixed costs): self-training costs up to ROUNDS + 1 runs of source-only."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from graftcv.fitting import fit
 from graftcv.outcomes import Run
 
 log = logging.getLogger("graftcv")
-ROUNDS = 3  # pseudo-labelling rounds after the source-only one
+ROUNDS = 2  # pseudo-labelling rounds after the source-only model; the last one trains into the run directory
 THRESHOLD = 0.8  # a target image is pseudo-labelled only above this probability
 
 
@@ -57,24 +57,27 @@ def self_train(source, target_paths: list[Path], out, target_labels=None, rounds
         )
         return DataSplits.from_sets(train, splits.val, splits.test, source=str(source))
 
+    quiet = settings | {"progress": False}
     try:
-        for index in range(rounds):
-            run = fit(splits_with(pseudo), out=work / f"round{index}", **(settings | {"progress": False}))
+        run = fit(splits_with(pseudo), out=work / "round0", **quiet)  # the source-only model labels first
+        for index in range(1, rounds + 1):
             if run.model is None:  # another rank of a multi-process run: rank 0 labels
                 return run, history
             probs, _ = run.model.predict_proba([str(p) for p in target_paths])
-            chosen = select(probs, index + 1, rounds)
-            row = {"round": index + 1, "pseudo_labelled": len(chosen)}
+            chosen = select(probs, index, rounds)
+            row = {"round": index, "pseudo_labelled": len(chosen)}
             if truth is not None:
                 row["correct"] = sum(
                     truth.get(Path(target_paths[i]).resolve()) == splits.classes[c] for i, c in chosen.items()
                 )
             history.append(row)
-            log.info("self-training round %d: %s", index + 1, row)
-            changed, pseudo = chosen != pseudo, chosen
-            if not changed:
+            log.info("self-training round %d: %s", index, row)
+            final = index == rounds or chosen == pseudo  # the last round, or the labels stopped changing
+            pseudo = chosen
+            where = out if final else work / f"round{index}"
+            run = fit(splits_with(pseudo), out=where, **(settings if final else quiet))
+            if final:
                 break
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    run = fit(splits_with(pseudo), out=out, **settings)  # the last labels, trained on into the run directory
     return run, history

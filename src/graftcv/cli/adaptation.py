@@ -22,6 +22,10 @@ def adapt(
     target_labels: Annotated[
         Path | None, typer.Option(help="Labelled target images, for evaluation only (never trained on)")
     ] = None,
+    methods: Annotated[
+        str | None, typer.Option(help="Compare several, e.g. source-only,dann,mmd (needs --target-labels)")
+    ] = None,
+    seeds: Annotated[str, typer.Option(help="--methods: the seeds every method runs with")] = "0,1,2",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Run directory")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --out")] = False,
     **settings: Any,
@@ -31,6 +35,9 @@ def adapt(
     from graftcv.cli.training import print_run, write_report
 
     chosen = parsed(given(settings))
+    if methods is not None:
+        _compare(source, target, target_labels, methods, seeds, out_dir, chosen)
+        return
     adapted = graftcv.adapt(source, target, out=out_dir, method=method, target_labels=target_labels,
                             overwrite=overwrite, **chosen)  # fmt: skip
     if adapted.run.rank:
@@ -45,3 +52,14 @@ def adapt(
         report = adapted.target_report
         out.print(f"target: accuracy {report['accuracy']:.4f} · macro-F1 {report['macro_f1']:.4f} on {target_labels}")
     write_report(adapted.run.out_dir)
+
+
+def _compare(source: str, target: Path, target_labels: Path | None, methods: str, seeds: str, out_dir, chosen: dict):
+    from graftcv.compare.adaptation import compare_adaptation, markdown
+    from graftcv.errors import GraftcvError
+
+    if target_labels is None:
+        raise GraftcvError("--methods compares target accuracy: give --target-labels (used for scoring only).")
+    comparison = compare_adaptation(source, target, target_labels, methods, seeds, out_dir, **chosen)
+    out.print(markdown(comparison), markup=False)
+    out.print(f"written: {comparison.out_dir / 'adaptation-compare.md'} (and .json, adaptation-runs.csv)")

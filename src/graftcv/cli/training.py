@@ -76,7 +76,10 @@ def demo(
 def compare(
     data: Annotated[str, typer.Argument(help="Labelled images (train/val/test folders are pooled), or shards")],
     strategies: Annotated[
-        str, typer.Option(help=f"Comma-separated, of {REGISTRIES['strategy'].choices_help()}")
+        str,
+        typer.Option(
+            help=f"Comma-separated, of {REGISTRIES['strategy'].choices_help()}; STRATEGY+l2sp, +bss: with --reg"
+        ),
     ] = f"prototype,linear-probe,finetune,{SCRATCH}",
     folds: Annotated[int | None, typer.Option(help="Stratified k-fold CV (default 5)")] = None,
     repeats: Annotated[int | None, typer.Option(help="Repeated stratified splits instead of folds")] = None,

@@ -17,7 +17,8 @@ from graftcv.data.discovery import SPLIT_ALIASES
 from graftcv.data.duplicates import content_digests, copies_of
 from graftcv.data.shards import is_shard_source
 from graftcv.errors import GraftcvError
-from graftcv.strategies import STRATEGIES, Strategy
+from graftcv.strategies import STRATEGIES
+from graftcv.training.regularizers import parse_regularizers
 
 log = logging.getLogger("graftcv")
 
@@ -257,11 +258,27 @@ def splits_record(images: ImageSet, splits: list[Split]) -> dict:
 TUNABLE = ("lr", "epochs", "unfreeze")
 
 
-def check_strategies(names: list[str]) -> list[Strategy]:
-    """The registered strategies named, in order; an unknown name is one sentence."""
+def variant(name: str) -> tuple[str, str | None]:
+    """'finetune+l2sp+bss' → ('finetune', 'l2sp,bss'): a strategy with fine-tuning regularizers (`--reg`), compared
+    as a row of its own; a plain name has none."""
+    strategy, *regularizers = name.split("+")
+    return strategy, ",".join(regularizers) or None
+
+
+def check_strategies(names: list[str]) -> list[str]:
+    """The rows named (registered strategies, optionally STRATEGY+REGULARIZER...), in order, checked: an unknown
+    name is one sentence."""
     if not names:
         raise GraftcvError(f"No strategy to compare: choose among {', '.join(STRATEGIES)}.")
-    return [STRATEGIES.lookup(name) for name in names]
+    for name in names:
+        strategy, regularizers = variant(name)
+        spec = STRATEGIES.lookup(strategy)
+        if regularizers is not None:
+            parse_regularizers(regularizers)
+            if spec.closed_form:
+                raise GraftcvError(f"{name}: {strategy} fits its head in closed form; regularizers (+{regularizers}) "
+                                   "apply to gradient strategies only.")  # fmt: skip
+    return names
 
 
 def check_tune(names: list[str]) -> list[str]:
@@ -275,6 +292,7 @@ def strategy_settings(strategy: str, common: dict, scratch_epochs: int) -> dict:
     """The settings `fit` gets for a strategy: the shared ones less those the strategy fixes itself. The shared
     settings are for the transfer strategies: the scratch baseline keeps its own recipe (lr and defaults, which
     `fit` applies) and trains for `scratch_epochs`."""
+    strategy, regularizers = variant(strategy)
     spec = STRATEGIES.lookup(strategy)
     dropped = set(spec.fixed)
     if strategy == SCRATCH:
@@ -282,6 +300,8 @@ def strategy_settings(strategy: str, common: dict, scratch_epochs: int) -> dict:
     settings = {k: v for k, v in common.items() if k not in dropped}
     if strategy == SCRATCH:
         settings["epochs"] = scratch_epochs
+    if regularizers is not None:
+        settings["reg"] = regularizers
     return settings | {"strategy": strategy}
 
 
@@ -294,7 +314,7 @@ def scratch_recipe(scratch_epochs: int) -> dict:
 def tuning_grid(strategy: str, tune: list[str], settings: dict) -> list[dict]:
     """The candidates nested tuning tries for one strategy: a product of small grids around the base values
     (settings the strategy cannot tune are left out, so closed-form strategies are never tuned)."""
-    spec = STRATEGIES.lookup(strategy)
+    spec = STRATEGIES.lookup(variant(strategy)[0])
     names = [] if spec.closed_form else [name for name in tune if name in spec.tunable and name in TUNABLE]
     if not names:
         return []

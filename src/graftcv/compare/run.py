@@ -61,7 +61,7 @@ def compare(
     recipe (the registry's), trained for `scratch_epochs`. `budget` (e.g. '30m') stops launching runs once
     spent. `fit` is for tests: default `graftcv.fitting.fit`.
     """
-    strategy_names = [spec.name for spec in check_strategies(parse_list(strategies))]
+    strategy_names = check_strategies(parse_list(strategies))
     tune_names = check_tune(parse_list(tune))
     clash = sorted(CONTROLLED & set(settings))
     if clash:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from graftcv.errors import GraftcvError
 from graftcv.model import load
-from graftcv.pages import escaped_names, render_page
+from graftcv.pages import escaped_names, png_uri, render_page
 from graftcv.report.figures import confusion_heatmap, learning_curves
 from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
-from graftcv.rundir import RunDir
+from graftcv.rundir import RunDir, read_json
 
 log = logging.getLogger("graftcv")
 CAM_METHOD = "gradcam"
@@ -98,6 +98,19 @@ def _galleries(run_dir: RunDir, classes: list[str], notes: list[str]) -> dict:
         return {}
 
 
+def _adaptation(run_dir: RunDir, classes: list[str]) -> dict | None:
+    """What `graftcv adapt` adds: the method, the domain shift before and after with the feature plot, and the
+    target evaluation when target labels were given."""
+    found = read_json(run_dir.path / "adaptation.json")
+    if not found:
+        return None
+    plot = run_dir.path / "domain_features.png"
+    return found | {
+        "plot": png_uri(plot.read_bytes()) if plot.is_file() else None,
+        "evaluation": _evaluation(run_dir.metrics("target"), classes),
+    }
+
+
 def build_report(run_dir: str | Path, cams: bool = True) -> Path:
     """Write RUN_DIR/report.html (images inline, no network access needed to view it) and return its path."""
     started = time.perf_counter()
@@ -136,6 +149,7 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
         "curves": learning_curves(history) if history else None,
         "val": val,
         "test": _evaluation(run_dir.metrics("test"), classes),
+        "adaptation": _adaptation(run_dir, classes),
         "galleries": galleries,
         "cam_method": CAM_METHOD,
         "notes": notes,

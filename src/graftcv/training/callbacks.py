@@ -12,7 +12,8 @@ from rich.console import Console
 
 from graftcv.training.budget import RunClock, format_seconds
 
-ADAPTATION_METRICS = ("align_loss", "domain_acc", "discrepancy")  # logged by TransferModule when adapting
+# logged by TransferModule when adapting (the first three) or regularizing (--reg)
+LOSS_PARTS = ("align_loss", "domain_acc", "discrepancy", "reg_loss")
 
 
 class BestWeights(L.Callback):
@@ -90,7 +91,7 @@ class EpochLog(L.Callback):
             "train_px": module.phase.size_at(trainer.current_epoch) or "",
             "seconds": round(time.perf_counter() - self.started, 2),
         }
-        row |= {k: metrics[k] for k in ADAPTATION_METRICS if k in metrics}
+        row |= {k: metrics[k] for k in LOSS_PARTS if k in metrics}
         self.rows.append(row)
         eta = ""
         if self.clock is not None:

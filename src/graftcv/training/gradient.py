@@ -37,6 +37,7 @@ from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import TransferModule
 from graftcv.training.optim import OptimSettings
 from graftcv.training.phase import Phase
+from graftcv.training.regularizers import REGULARIZERS, parse_regularizers
 from graftcv.training.resizing import planned_sizes
 from graftcv.training.runner import run_phase
 
@@ -99,9 +100,14 @@ def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_c
         from graftcv.training.alignment import ALIGNMENTS
 
         alignment = ALIGNMENTS.lookup(config.adaptation).build(model.num_features)
+    weights_by_name = parse_regularizers(config.reg)
+    regularizers = [REGULARIZERS[name] for name in weights_by_name]  # built now: L2-SP keeps these weights
+    penalties = {r.name: r.build(model, weights_by_name[r.name]) for r in regularizers}
     return TransferModule(
         model, groups, optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes), frozen,
-        alignment, config.adaptation_weight,
+        alignment, config.adaptation_weight, penalties,
+        decay_pretrained=not any(r.replaces_decay for r in regularizers),
+        penalty_features=any(r.needs_features for r in regularizers),
     )  # fmt: skip
 
 

@@ -42,10 +42,16 @@ class TransferModule(L.LightningModule):
         frozen_bottom: int = 0,
         alignment: nn.Module | None = None,
         alignment_weight: float = 1.0,
+        penalties: dict[str, nn.Module] | None = None,
+        decay_pretrained: bool = True,
+        penalty_features: bool = False,
     ) -> None:
         """`frozen_bottom`: groups from the stem up that no phase trains (see `backbones.early_groups`).
         `alignment`: a domain-alignment loss (`training.alignment`) on the pooled features of source and target
-        batches, when the training loader also yields unlabelled target images."""
+        batches, when the training loader also yields unlabelled target images.
+        `penalties`: fine-tuning regularizers (`training.regularizers`), added to the loss of image epochs;
+        `penalty_features`: one of them reads the pooled features; `decay_pretrained=False`: weight decay only on
+        the classifier (L2-SP pulls the rest towards its pretrained values instead)."""
         super().__init__()
         self.model = model
         self.groups = groups
@@ -64,6 +70,9 @@ class TransferModule(L.LightningModule):
         self._wrapped_trainable: set[str] = set()
         self.alignment = alignment
         self.alignment_weight = alignment_weight
+        self.penalties = nn.ModuleDict(penalties or {})
+        self.decay_pretrained = decay_pretrained
+        self.penalty_features = penalty_features
 
     # --- phases and freezing -------------------------------------------------------------------
     def start_phase(self, phase: Phase) -> None:
@@ -117,6 +126,24 @@ class TransferModule(L.LightningModule):
             return x
         return nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
+    def _logits_and_penalty(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits of a training batch, and the regularizers' penalty on an image epoch (None without any)."""
+        if not self.penalties or self.phase.on_features:
+            return self(x), None
+        pooled = None
+        if self.penalty_features:
+            features = self.model.forward_features(x.contiguous(memory_format=torch.channels_last))
+            pooled = self.model.forward_head(features, pre_logits=True)
+            logits = self.model.get_classifier()(pooled)
+        else:
+            logits = self(x)
+        return logits, self._penalty(pooled)
+
+    def _penalty(self, pooled: torch.Tensor | None) -> torch.Tensor:
+        penalty = sum(penalty(self.model, pooled) for penalty in self.penalties.values())
+        self.log("reg_loss", penalty.detach(), on_step=False, on_epoch=True, batch_size=1)
+        return penalty
+
     def _adapted_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         """Classification loss on the source batch plus the weighted alignment of source and target features,
         both through one forward pass."""
@@ -130,7 +157,10 @@ class TransferModule(L.LightningModule):
         for name, value in logs.items():
             self.log(name, value, on_step=False, on_epoch=True, batch_size=len(xs))
         self.log("align_loss", aligned.detach(), on_step=False, on_epoch=True, batch_size=len(xs))
-        return loss + self.alignment_weight * aligned, len(ys)
+        loss = loss + self.alignment_weight * aligned
+        if self.penalties:
+            loss = loss + self._penalty(source)
+        return loss, len(ys)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if isinstance(batch, dict):
@@ -141,10 +171,13 @@ class TransferModule(L.LightningModule):
         x = self.train_input(x)
         if self.mixup is not None and not self.phase.on_features:
             x, soft = self.mixup(x, y)
-            logits = self(x)
+            logits, penalty = self._logits_and_penalty(x)
             loss = torch.sum(-soft * torch.log_softmax(logits, dim=-1), dim=-1).mean()
         else:
-            loss = self.loss(self(x), y)
+            logits, penalty = self._logits_and_penalty(x)
+            loss = self.loss(logits, y)
+        if penalty is not None:
+            loss = loss + penalty
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         started, seen = self._epoch_clock
         self._epoch_clock = (started, seen + len(y))
@@ -198,11 +231,13 @@ class TransferModule(L.LightningModule):
         rates = [r * scale for r in group_learning_rates(self.phase, len(self.groups))]
         top = len(self.groups) - (len(self.groups) if self.phase.unfreeze_every else self.n_trainable(0))
         param_groups = []
-        for names, lr in zip(self.groups[top:], rates[top:], strict=True):
+        for index, (names, lr) in enumerate(zip(self.groups[top:], rates[top:], strict=True)):
             params = [named[n] for n in names]
             decay = [p for p in params if p.ndim > 1]
             no_decay = [p for p in params if p.ndim <= 1]
-            for group, wd in ((decay, self.optim.weight_decay), (no_decay, 0.0)):
+            classifier = top + index == len(self.groups) - 1
+            weight_decay = self.optim.weight_decay if self.decay_pretrained or classifier else 0.0
+            for group, wd in ((decay, weight_decay), (no_decay, 0.0)):
                 if group:
                     param_groups.append({"params": group, "lr": lr, "weight_decay": wd})
         extra = list(self.alignment.parameters()) if self.alignment is not None else []
