@@ -221,3 +221,24 @@ def test_methods_compared_over_seeds_in_numbers_and_words(tmp_path: Path) -> Non
     assert mmd["n"] == 3 and mmd["target_accuracy_ci_low"] < 0.6133 < mmd["target_accuracy_ci_high"]
     again = compare_adaptation("src", "tgt", "labels", "mmd,dann,coral", "0,1,2", tmp_path / "c", adapt=None)
     assert again.verdicts == found.verdicts  # finished runs are read back, none rerun
+
+
+@pytest.mark.parametrize("target_images", [3, 25])
+def test_an_adapted_epoch_is_one_pass_over_the_source(tmp_path: Path, target_images: int) -> None:
+    """Whether the target set is smaller or larger, an epoch has the source's batches (the same optimizer steps
+    as source-only), each with as many target images."""
+    from torch.utils.data import TensorDataset
+
+    from graftcv.config import TrainConfig
+    from graftcv.data import build_transform, make_loader
+    from graftcv.training.gradient import _with_target
+
+    target = write_class_folders(tmp_path / "target", classes=1, per_class=target_images, size=32)
+    source = make_loader(TensorDataset(torch.zeros(10, 3, 32, 32), torch.zeros(10, dtype=torch.long)), 4,
+                         shuffle=True, num_workers=0)  # fmt: skip
+    data_config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,
+                   "interpolation": "bilinear"}  # fmt: skip
+    config = TrainConfig(target=str(target), adaptation="coral", num_workers=0)
+    combined = _with_target(source, config, build_transform(data_config), 32, 4)
+    batches = [(len(b["source"][0]), len(b["target"][0])) for b, *_ in combined]
+    assert batches == [(4, 4), (4, 4), (2, 2)]

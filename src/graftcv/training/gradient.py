@@ -178,20 +178,24 @@ def _batches(loader) -> int:
     """Batches per epoch (Lightning's CombinedLoader of a source + target loader only knows its length once
     iterated)."""
     iterables = getattr(loader, "iterables", None)
-    # the shorter stream: whichever length Lightning counts, at least one batch survives the epoch's fraction
-    return min(len(i) for i in iterables.values()) if isinstance(iterables, dict) else len(loader)
+    return min(len(i) for i in iterables.values()) if isinstance(iterables, dict) else len(loader)  # equal lengths
 
 
 def _with_target(source, config: TrainConfig, transform, size: int, micro: int):
-    """Source batches paired with as many unlabelled target images (cycled when the target set is smaller):
-    the target folder's images only — any class folders in it are never read as labels."""
+    """Each source batch paired with as many unlabelled target images: the target folder's images only (any class
+    folders in it are never read as labels), drawn without replacement, cycled when the target set is smaller and
+    cut when it is larger, so that an epoch is one pass over the source, as it is for source-only (the same
+    optimizer steps for every method)."""
     from lightning.pytorch.utilities import CombinedLoader
+    from torch.utils.data import RandomSampler
 
     from graftcv.data import list_images
 
     paths, _ = list_images([config.target])
     target_set = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), transform, size)
-    target = make_loader(target_set, micro, shuffle=True, num_workers=config.num_workers, drop_last=len(paths) > micro)
+    generator = torch.Generator().manual_seed(config.seed + distributed.rank())
+    sampler = RandomSampler(target_set, num_samples=len(source.sampler), generator=generator)
+    target = make_loader(target_set, micro, num_workers=config.num_workers, sampler=sampler, drop_last=source.drop_last)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own use of torch's pytree
         return CombinedLoader({"source": source, "target": target}, mode="max_size_cycle")
