@@ -19,7 +19,8 @@ import graftcv
 import graftcv.cli
 from graftcv.compare.adaptation import compare_adaptation
 from graftcv.self_training import select
-from graftcv.training.alignment import ALIGNMENTS, ramp, reverse_gradient
+from graftcv.training.aligners import reverse_gradient
+from graftcv.training.alignment import ALIGNMENTS, ramp
 
 SETTINGS = TINY | {"epochs": 2}
 
@@ -231,7 +232,7 @@ def test_an_adapted_epoch_is_one_pass_over_the_source(tmp_path: Path, target_ima
 
     from graftcv.config import TrainConfig
     from graftcv.data import build_transform, make_loader
-    from graftcv.training.gradient import _with_target
+    from graftcv.training.target_stream import with_target
 
     target = write_class_folders(tmp_path / "target", classes=1, per_class=target_images, size=32)
     source = make_loader(TensorDataset(torch.zeros(10, 3, 32, 32), torch.zeros(10, dtype=torch.long)), 4,
@@ -239,6 +240,6 @@ def test_an_adapted_epoch_is_one_pass_over_the_source(tmp_path: Path, target_ima
     data_config = {"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 1.0,
                    "interpolation": "bilinear"}  # fmt: skip
     config = TrainConfig(target=str(target), adaptation="coral", num_workers=0)
-    combined = _with_target(source, config, build_transform(data_config), 32, 4)
+    combined = with_target(source, config, build_transform(data_config), 32, 4)
     batches = [(len(b["source"][0]), len(b["target"][0])) for b, *_ in combined]
     assert batches == [(4, 4), (4, 4), (2, 2)]

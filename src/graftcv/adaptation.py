@@ -14,7 +14,6 @@ from torch import nn
 
 from graftcv.atomic import write_bytes, write_json
 from graftcv.backbones import classifier_param_names
-from graftcv.config import TrainConfig
 from graftcv.data import evenly_spaced, list_images
 from graftcv.errors import GraftcvError
 from graftcv.evaluation.domains import proxy_a_distance
@@ -22,9 +21,10 @@ from graftcv.features import extract_features, model_fingerprint
 from graftcv.fitting import fit
 from graftcv.outcomes import Run
 from graftcv.rundir import write_evaluation
+from graftcv.training.alignment import ALIGNMENTS, SOURCE_ONLY
 
 log = logging.getLogger("graftcv")
-METHODS = (*TrainConfig.__dataclass_fields__["adaptation"].metadata["choices"], "self-training")
+METHODS = (SOURCE_ONLY, *ALIGNMENTS, "self-training")
 SHIFT_IMAGES = 400  # images per domain for the domain-shift measure and the feature plot
 
 

@@ -7,6 +7,7 @@ from graftcv.errors import GraftcvError
 from graftcv.heads.sklearn import HEADS
 from graftcv.registry import Registry
 from graftcv.strategies import STRATEGIES
+from graftcv.training.alignment import ALIGNMENTS, SOURCE_ONLY
 from graftcv.training.optim import OPTIMIZERS, SCHEDULES
 from graftcv.training.regularizers import parse_regularizers
 
@@ -25,6 +26,9 @@ def check_choices(config: TrainConfig) -> TrainConfig:
         if value not in registry:
             flag = f"--{name.replace('_', '-')}"
             raise GraftcvError(f"Unknown {registry.kind} {value!r}: {flag} takes one of {', '.join(registry)}.")
+    if config.adaptation != SOURCE_ONLY and config.adaptation not in ALIGNMENTS:
+        raise GraftcvError(f"Unknown adaptation method {config.adaptation!r}: choose one of "
+                           f"{', '.join([SOURCE_ONLY, *ALIGNMENTS])}.")  # fmt: skip
     regularizers = parse_regularizers(config.reg)
     strategy = STRATEGIES[config.strategy]
     if regularizers and strategy.closed_form:

@@ -103,8 +103,8 @@ class TrainConfig:
     progress: bool = setting(True, "Progress bars and per-epoch lines", "Execution", cli=False)
     target: str | None = setting(None, "Unlabelled images of the target domain (graftcv adapt)", "Data", cli=False)
     adaptation: str = setting(
-        "source-only", "Domain adaptation: source-only | dann | mmd | coral", "Strategy", cli=False,
-        choices=("source-only", "dann", "mmd", "coral"),
+        "source-only", "Domain adaptation: source-only or a registered alignment (dann, mmd, coral)", "Strategy",
+        cli=False,
     )  # fmt: skip
     adaptation_weight: float = setting(1.0, "Weight of the domain-alignment loss", "Strategy", cli=False)
 

@@ -9,9 +9,9 @@ import typer
 
 from graftcv.cli.application import out
 from graftcv.cli.options import given, parsed, with_config_options
-from graftcv.config import TrainConfig
+from graftcv.training.alignment import ALIGNMENTS, SOURCE_ONLY
 
-METHODS = " | ".join((*TrainConfig.__dataclass_fields__["adaptation"].metadata["choices"], "self-training"))
+METHODS = " | ".join((SOURCE_ONLY, *ALIGNMENTS, "self-training"))
 
 
 @with_config_options

@@ -6,7 +6,6 @@ import logging
 import math
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
 from graftcv.data.loaders import default_workers
 from graftcv.errors import GraftcvError
+from graftcv.training.alignment import ALIGNMENTS, SOURCE_ONLY
 from graftcv.training.budget import (
     MAX_EPOCH_FACTOR,
     MIN_EPOCH_FRACTION,
@@ -40,6 +40,7 @@ from graftcv.training.phase import Phase
 from graftcv.training.regularizers import REGULARIZERS, parse_regularizers
 from graftcv.training.resizing import planned_sizes
 from graftcv.training.runner import run_phase
+from graftcv.training.target_stream import with_target
 
 log = logging.getLogger("graftcv")
 PROGRESS = "progress.safetensors"  # the phases finished so far, their history and the weights after them
@@ -96,9 +97,7 @@ def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_c
     pretrained = config.pretrained or config.weights is not None
     frozen = early_groups(model, groups) if config.freeze_stem and pretrained else 0
     alignment = None
-    if config.target is not None and config.adaptation != "source-only":
-        from graftcv.training.alignment import ALIGNMENTS
-
+    if config.target is not None and config.adaptation != SOURCE_ONLY:
         alignment = ALIGNMENTS.lookup(config.adaptation).build(model.num_features)
     weights_by_name = parse_regularizers(config.reg)
     regularizers = [REGULARIZERS[name] for name in weights_by_name]  # built now: L2-SP keeps these weights
@@ -161,8 +160,8 @@ def make_loaders(
         train_set, micro, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
     )
     val = make_loader(val_set, max(64, config.batch_size), num_workers=config.num_workers, sampler=val_share)
-    if config.target is not None and config.adaptation != "source-only":
-        train = _with_target(train, config, train_transform, size, micro)
+    if config.target is not None and config.adaptation != SOURCE_ONLY:
+        train = with_target(train, config, train_transform, size, micro)
     return train, val
 
 
@@ -179,26 +178,6 @@ def _batches(loader) -> int:
     iterated)."""
     iterables = getattr(loader, "iterables", None)
     return min(len(i) for i in iterables.values()) if isinstance(iterables, dict) else len(loader)  # equal lengths
-
-
-def _with_target(source, config: TrainConfig, transform, size: int, micro: int):
-    """Each source batch paired with as many unlabelled target images: the target folder's images only (any class
-    folders in it are never read as labels), drawn without replacement, cycled when the target set is smaller and
-    cut when it is larger, so that an epoch is one pass over the source, as it is for source-only (the same
-    optimizer steps for every method)."""
-    from lightning.pytorch.utilities import CombinedLoader
-    from torch.utils.data import RandomSampler
-
-    from graftcv.data import list_images
-
-    paths, _ = list_images([config.target])
-    target_set = ImageDataset(paths, np.zeros(len(paths), dtype=np.int64), transform, size)
-    generator = torch.Generator().manual_seed(config.seed + distributed.rank())
-    sampler = RandomSampler(target_set, num_samples=len(source.sampler), generator=generator)
-    target = make_loader(target_set, micro, num_workers=config.num_workers, sampler=sampler, drop_last=source.drop_last)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # Lightning's own use of torch's pytree
-        return CombinedLoader({"source": source, "target": target}, mode="max_size_cycle")
 
 
 def _stream_loaders(phase: Phase, splits: DataSplits, config: TrainConfig, data_config: dict, transform, size: int):
