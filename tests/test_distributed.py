@@ -62,6 +62,24 @@ def test_two_processes_train_one_run(make_folder, tmp_path: Path) -> None:
     assert len(epochs) == summary["epochs"] == 4  # 2 head + 2 fine-tuning epochs, logged once
 
 
+def test_two_processes_adapt_with_a_target_stream(make_folder, tmp_path: Path) -> None:
+    """Each rank pairs its share of the source with target images; rank 0 measures and writes adaptation.json."""
+    source, target = (
+        make_folder("source", classes=2, per_class=10),
+        make_folder("target", classes=2, per_class=6, seed=5),
+    )
+    args = ["adapt", str(source), "--target", str(target), "--target-labels", str(target), "--method", "coral",
+            *TINY_ARGS, "--epochs", "2", "--head-epochs", "1", "--out", "run", "--devices", "2", "--accelerator", "cpu"]  # fmt: skip
+    result = _graftcv(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("target: accuracy") == 1  # rank 0 reports
+    found = json.loads((tmp_path / "run" / "adaptation.json").read_text())
+    assert found["method"] == "coral" and 0 <= found["target_accuracy"] <= 1
+    with (tmp_path / "run" / "metrics.csv").open() as handle:
+        rows = [row for row in csv.DictReader(handle) if row["phase"] == "finetune"]
+    assert len(rows) == 2 and all(row["discrepancy"] != "" for row in rows)
+
+
 def test_two_processes_refuse_what_they_cannot_share(make_folder, tmp_path: Path) -> None:
     # refused before any rank starts, so it runs in this process
     data = make_folder(classes=2, per_class=4)
