@@ -69,7 +69,8 @@ def test_two_processes_adapt_with_a_target_stream(make_folder, tmp_path: Path) -
         make_folder("target", classes=2, per_class=6, seed=5),
     )
     args = ["adapt", str(source), "--target", str(target), "--target-labels", str(target), "--method", "coral",
-            *TINY_ARGS, "--epochs", "2", "--head-epochs", "1", "--out", "run", "--devices", "2", "--accelerator", "cpu"]  # fmt: skip
+            *TINY_ARGS, "--epochs", "2", "--head-epochs", "1", "--out", "run", "--devices", "2",
+            "--accelerator", "cpu"]  # fmt: skip
     result = _graftcv(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("target: accuracy") == 1  # rank 0 reports
