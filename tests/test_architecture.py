@@ -49,7 +49,7 @@ LAYERS = {
         "self_training",
         "",
     },  # "" is the package itself: `import graftcv`
-    3: {"cli", "serve", "report", "compare"},
+    3: {"cli", "serve", "report", "compare", "fewshot"},
 }
 LAYER_OF = {part: layer for layer, parts in LAYERS.items() for part in parts}
 MAX_LINES = 400

@@ -1,6 +1,6 @@
 """The `graftcv` command line: a thin face over the Python API (`graftcv.cli:main` is the console script)."""
 
-from graftcv.cli import adaptation, delivery, inference, scenes, shards, training
+from graftcv.cli import adaptation, delivery, fewshot, inference, scenes, shards, training
 from graftcv.cli.application import app, err, main, out
 
 # Registered here, in the order `graftcv --help` lists them.
@@ -9,6 +9,7 @@ for _command in (
     shards.shard,
     training.compare,
     adaptation.adapt,
+    fewshot.fewshot,
     training.demo,
     inference.predict,
     delivery.export,

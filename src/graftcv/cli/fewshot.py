@@ -1,0 +1,38 @@
+"""The `graftcv fewshot` command: N-way K-shot episodes on frozen pretrained features, every method alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from graftcv.cli.application import out
+from graftcv.config import TrainConfig
+
+
+def fewshot(
+    data: Annotated[str, typer.Argument(help="Labelled images: ROOT/CLASS/* (train/val/test folders are pooled)")],
+    ways: Annotated[int, typer.Option(help="Classes per episode")] = 5,
+    shots: Annotated[str, typer.Option(help="Support images per class, e.g. 1,5")] = "1,5",
+    queries: Annotated[int, typer.Option(help="Query images per class and episode")] = 15,
+    episodes: Annotated[int, typer.Option(help="Episodes per shot level")] = 600,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: prototype, linear-probe, finetune-head, bd-cspn, tim")
+    ] = "prototype,linear-probe,finetune-head,bd-cspn,tim",
+    seed: Annotated[int, typer.Option(help="Fixes the episodes")] = 0,
+    model: Annotated[str, typer.Option(help="Any timm model name")] = TrainConfig.model,
+    size: Annotated[int | None, typer.Option(help="Input size in pixels")] = None,
+    weights: Annotated[str | None, typer.Option(help="Pretrained weights file")] = None,
+    pretrained: Annotated[bool, typer.Option(help="--no-pretrained: random weights (smoke tests)")] = True,
+    cache: Annotated[bool, typer.Option(help="Reuse cached features")] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Default runs/fewshot-<data>-<time>")] = None,
+) -> None:
+    """Few-shot evaluation: mean accuracy and 95% intervals over episodes, the same episodes for every method."""
+    from graftcv.fewshot import fewshot as run_fewshot
+    from graftcv.fewshot.run import markdown
+
+    result = run_fewshot(data, ways, shots, queries, episodes, methods, seed, model, size, weights, out_dir, cache,
+                         pretrained=pretrained)  # fmt: skip
+    out.print(markdown(result), markup=False)
+    out.print(f"written: {result.out_dir / 'fewshot.md'} (and fewshot.json, fewshot.csv)")

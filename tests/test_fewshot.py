@@ -1,0 +1,71 @@
+"""graftcv fewshot: episode sampling, support/query separation, the methods on features where the answer is known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graftcv.errors import GraftcvError
+from graftcv.fewshot import FEWSHOT_METHODS, fewshot, sample_episodes
+
+LABELS = np.repeat(np.arange(8), 25)  # 8 classes of 25 images
+
+
+def test_episodes_have_the_asked_shape_and_never_show_a_query_in_the_support() -> None:
+    drawn = sample_episodes(LABELS, ways=5, shots=5, queries=15, episodes=200, seed=3)
+    assert len(drawn) == 200
+    for episode in drawn:
+        assert len(set(episode.classes)) == 5 and len(episode.support) == 25 and len(episode.query) == 75
+        assert not set(episode.support) & set(episode.query)
+        assert len(set(episode.query)) == 75 and len(set(episode.support)) == 25
+        assert (LABELS[episode.support] == np.array(episode.classes)[episode.support_labels]).all()
+        assert (LABELS[episode.query] == np.array(episode.classes)[episode.query_labels]).all()
+    assert len({e.classes for e in drawn}) > 20  # classes are drawn per episode
+
+
+def test_the_seed_fixes_the_episodes() -> None:
+    first, again = (sample_episodes(LABELS, 5, 1, 15, 20, seed=7) for _ in range(2))
+    other = sample_episodes(LABELS, 5, 1, 15, 20, seed=8)
+    assert all((a.support == b.support).all() and (a.query == b.query).all() for a, b in zip(first, again, strict=True))
+    assert any((a.support != b.support).any() for a, b in zip(first, other, strict=True))
+
+
+def test_impossible_episodes_are_one_sentence() -> None:
+    with pytest.raises(GraftcvError, match="--ways 9 needs 9 classes; the data has 8"):
+        sample_episodes(LABELS, 9, 1, 15, 10)
+    with pytest.raises(GraftcvError, match="needs 30 images in every class"):
+        sample_episodes(LABELS, 5, 10, 20, 10, names=[f"c{i}" for i in range(8)])
+
+
+@pytest.mark.parametrize("name", list(FEWSHOT_METHODS))
+def test_every_method_separates_well_separated_classes(name: str) -> None:
+    """Five classes around far-apart centres in 32 dimensions: every method should be near perfect."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 32)) * 4
+    support_labels, query_labels = np.repeat(np.arange(5), 3), np.repeat(np.arange(5), 10)
+    support = centres[support_labels] + rng.normal(size=(15, 32))
+    query = centres[query_labels] + rng.normal(size=(50, 32))
+    scores = FEWSHOT_METHODS[name].scores(support, support_labels, query)
+    assert scores.shape == (50, 5)
+    assert (scores.argmax(1) == query_labels).mean() >= 0.95
+
+
+def test_transductive_methods_are_marked() -> None:
+    assert {n for n, m in FEWSHOT_METHODS.items() if m.transductive} == {"bd-cspn", "tim"}
+
+
+def test_fewshot_end_to_end_on_tiny_images(make_folder, tmp_path: Path) -> None:
+    data = make_folder(classes=4, per_class=8)
+    result = fewshot(data, ways=3, shots="1,2", queries=4, episodes=12, methods="prototype,linear-probe,tim",
+                     model="resnet10t", size=32, weights=None, out=tmp_path / "fs", progress=False,
+                     pretrained=False)  # fmt: skip
+    assert [(r["shots"], r["method"]) for r in result.rows] == [
+        (k, m) for k in (1, 2) for m in ("prototype", "linear-probe", "tim")
+    ]
+    assert all(0 <= r["accuracy"] <= 1 and r["episodes"] == 12 for r in result.rows)
+    saved = json.loads((tmp_path / "fs" / "fewshot.json").read_text())
+    assert saved["settings"]["ways"] == 3 and len(saved["rows"]) == 6
+    assert "(transductive)" in (tmp_path / "fs" / "fewshot.md").read_text()
