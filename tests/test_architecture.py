@@ -47,6 +47,7 @@ LAYERS = {
         "bulk",
         "adaptation",
         "self_training",
+        "new_classes",
         "",
     },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare", "fewshot"},

@@ -69,3 +69,33 @@ def test_fewshot_end_to_end_on_tiny_images(make_folder, tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "fs" / "fewshot.json").read_text())
     assert saved["settings"]["ways"] == 3 and len(saved["rows"]) == 6
     assert "(transductive)" in (tmp_path / "fs" / "fewshot.md").read_text()
+
+
+def test_add_class_round_trip(make_folder, tmp_path: Path, tiny: dict) -> None:
+    """A prototype model on three colours takes a fourth from its images: saved pickle-free, recorded, predicted."""
+    import graftcv
+
+    data = make_folder(classes=4, per_class=6)
+    new = tmp_path / "violet"
+    (data / "class_3").rename(new)
+    run = graftcv.fit(data, out=tmp_path / "run", strategy="prototype", **(tiny | {"epochs": None}))
+    model_dir = run.out_dir / "model"
+    record = graftcv.add_class(model_dir, new, out=tmp_path / "more")
+    assert record["class"] == "violet" and record["images"] == 6 and record["method"] == "prototype centroid"
+    model = graftcv.load(tmp_path / "more")
+    assert model.classes == ["class_0", "class_1", "class_2", "violet"]
+    assert model.meta["added_classes"][0]["images"] == 6
+    probs, _ = model.predict_proba(sorted(str(p) for p in new.iterdir()))
+    assert probs.shape == (6, 4) and (probs.argmax(1) == 3).mean() >= 0.8
+    assert graftcv.load(model_dir).classes == ["class_0", "class_1", "class_2"]  # --out left the original alone
+    with pytest.raises(GraftcvError, match="already has a class 'violet'"):
+        graftcv.add_class(tmp_path / "more", new)
+
+
+def test_add_class_refuses_a_fine_tuned_network(make_folder, tmp_path: Path, tiny: dict) -> None:
+    import graftcv
+
+    run = graftcv.fit(make_folder(classes=2, per_class=6), out=tmp_path / "run", **tiny)
+    extra = make_folder("extra", classes=1, per_class=3, seed=4) / "class_0"
+    with pytest.raises(GraftcvError, match="needs training again"):
+        graftcv.add_class(run.out_dir / "model", extra)

@@ -13,6 +13,8 @@ __all__ = [
     "Model",
     "Run",
     "adapt",
+    "add_class",
+    "fewshot",
     "find_lr",
     "fit",
     "load",
@@ -23,6 +25,8 @@ __all__ = [
 _API = {
     "fit": "graftcv.api",
     "adapt": "graftcv.api",
+    "add_class": "graftcv.api",
+    "fewshot": "graftcv.fewshot",  # a face (layer 3), like compare: not through graftcv.api
     "Adapted": "graftcv.api",
     "find_lr": "graftcv.api",
     "Run": "graftcv.api",

@@ -1,9 +1,13 @@
 """The public API in one place: `fit` a classifier, `load` a saved one (see `graftcv.fitting`, `graftcv.model`)."""
 
 from graftcv.adaptation import Adapted, adapt
+from graftcv.new_classes import add_class
 from graftcv.bulk import predict_to_parquet
 from graftcv.data import DataSplits, ImageSet
 from graftcv.fitting import Run, find_lr, fit
 from graftcv.model import Model, load
 
-__all__ = ["Adapted", "DataSplits", "ImageSet", "Model", "Run", "adapt", "find_lr", "fit", "load", "predict_to_parquet"]
+__all__ = [
+    "Adapted", "DataSplits", "ImageSet", "Model", "Run", "adapt", "add_class", "find_lr", "fit", "load",
+    "predict_to_parquet",
+]  # fmt: skip

@@ -22,5 +22,6 @@ for _command in (
     app.command()(_command)
 app.command("lr-find")(training.lr_find)
 app.command("map")(scenes.map_command)
+app.command("add-class")(fewshot.add_class)
 
 __all__ = ["app", "err", "main", "out"]

@@ -1,4 +1,5 @@
-"""The `graftcv fewshot` command: N-way K-shot episodes on frozen pretrained features, every method alike."""
+"""Few classes, few images: `graftcv fewshot` (N-way K-shot episodes on frozen pretrained features) and
+`graftcv add-class` (a new class for a prototype or linear-probe model from a handful of images)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,17 @@ def fewshot(
                          pretrained=pretrained)  # fmt: skip
     out.print(markdown(result), markup=False)
     out.print(f"written: {result.out_dir / 'fewshot.md'} (and fewshot.json, fewshot.csv)")
+
+
+def add_class(
+    model: Annotated[Path, typer.Argument(help="A trained prototype or linear-probe model directory")],
+    images: Annotated[Path, typer.Argument(help="A folder of images of the new class")],
+    name: Annotated[str | None, typer.Option(help="The class name (default: the folder's name)")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Save here instead of in place")] = None,
+) -> None:
+    """Add a class to a trained prototype or linear-probe model without touching its backbone."""
+    from graftcv.new_classes import add_class as run_add_class
+
+    record = run_add_class(model, images, name, out_dir)
+    out.print(f"added class {record['class']!r} from {record['images']} images ({record['method']}) → "
+              f"{out_dir or model}")  # fmt: skip
