@@ -1,11 +1,11 @@
 """The public API in one place: `fit` a classifier, `load` a saved one (see `graftcv.fitting`, `graftcv.model`)."""
 
 from graftcv.adaptation import Adapted, adapt
-from graftcv.new_classes import add_class
 from graftcv.bulk import predict_to_parquet
 from graftcv.data import DataSplits, ImageSet
 from graftcv.fitting import Run, find_lr, fit
 from graftcv.model import Model, load
+from graftcv.new_classes import add_class
 
 __all__ = [
     "Adapted", "DataSplits", "ImageSet", "Model", "Run", "adapt", "add_class", "find_lr", "fit", "load",
