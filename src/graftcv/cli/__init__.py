@@ -10,6 +10,7 @@ for _command in (
     training.compare,
     adaptation.adapt,
     fewshot.fewshot,
+    fewshot.zeroshot,
     training.demo,
     inference.predict,
     delivery.export,

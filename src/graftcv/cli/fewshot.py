@@ -51,3 +51,26 @@ def add_class(
     record = run_add_class(model, images, name, out_dir)
     out.print(f"added class {record['class']!r} from {record['images']} images ({record['method']}) → "
               f"{out_dir or model}")  # fmt: skip
+
+
+def zeroshot(
+    data: Annotated[str, typer.Argument(help="Labelled images: ROOT/CLASS/* (train/val/test folders are pooled)")],
+    attributes: Annotated[Path, typer.Option(help="CSV: class,ATTRIBUTE,... one row per class (0/1 or real)")],
+    unseen: Annotated[str, typer.Option(help="Classes held out of training, comma-separated")],
+    model: Annotated[str, typer.Option(help="Any timm model name")] = TrainConfig.model,
+    size: Annotated[int | None, typer.Option(help="Input size in pixels")] = None,
+    weights: Annotated[str | None, typer.Option(help="Pretrained weights file")] = None,
+    seed: Annotated[int, typer.Option(help="Fixes the held-out seen images")] = 0,
+    test_fraction: Annotated[float, typer.Option(help="Seen classes' images kept to score them")] = 0.2,
+    pretrained: Annotated[bool, typer.Option(help="--no-pretrained: random weights (smoke tests)")] = True,
+    cache: Annotated[bool, typer.Option(help="Reuse cached features")] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Default runs/zeroshot-<data>-<time>")] = None,
+) -> None:
+    """Zero-shot: recognise classes with no training images from their attributes (ESZSL on pretrained features)."""
+    from graftcv.fewshot.zeroshot import markdown
+    from graftcv.fewshot.zeroshot import zeroshot as run_zeroshot
+
+    result = run_zeroshot(data, attributes, unseen, model, size, weights, seed, test_fraction, out_dir, cache,
+                          pretrained=pretrained)  # fmt: skip
+    out.print(markdown(result), markup=False)
+    out.print(f"written: {result.out_dir / 'zeroshot.json'}")
