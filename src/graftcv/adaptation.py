@@ -88,7 +88,8 @@ def adapt(
     if method == "self-training":
         from graftcv.self_training import self_train
 
-        run, rounds = self_train(source, target_paths, out, target_labels, **settings)
+        # target= with no alignment: each round keeps its best fine-tuning epoch, as source-only does here
+        run, rounds = self_train(source, target_paths, out, target_labels, target=str(target), **settings)
     else:
         run = fit(source, out=out, target=str(target), adaptation=method, **settings)
     if run.model is None:  # another rank of a multi-process run
