@@ -99,3 +99,30 @@ def test_add_class_refuses_a_fine_tuned_network(make_folder, tmp_path: Path, tin
     extra = make_folder("extra", classes=1, per_class=3, seed=4) / "class_0"
     with pytest.raises(GraftcvError, match="needs training again"):
         graftcv.add_class(run.out_dir / "model", extra)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["fewshot", "{data}", "--methods", "prototype,magic"], "Unknown few-shot method 'magic'"),
+        (["fewshot", "{data}", "--shots", "1,x"], "--shots takes comma-separated whole numbers"),
+        (["fewshot", "{data}", "--ways", "7"], "--ways 7 needs 7 classes; the data has 4"),
+        (["fewshot", "{data}", "--ways", "3", "--shots", "5", "--queries", "15"], "needs 20 images in every class"),
+        (["add-class", "{tmp}/nowhere", "{data}/class_0"], "nowhere"),
+        (["zeroshot", "{data}", "--attributes", "{tmp}/none.csv", "--unseen", "class_0"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(make_folder, tmp_path, monkeypatch, capsys, restore_logging, args,
+                                               message) -> None:  # fmt: skip
+    import sys
+
+    import graftcv.cli
+
+    data = make_folder(classes=4, per_class=8)
+    argv = [a.format(data=data, tmp=tmp_path) for a in args]
+    monkeypatch.setattr(sys, "argv", ["graftcv", *argv])
+    with pytest.raises(SystemExit) as done:
+        graftcv.cli.main()
+    captured = capsys.readouterr()
+    output = " ".join((captured.out + captured.err).split())
+    assert done.value.code == 2 and message in output and "Traceback" not in output
