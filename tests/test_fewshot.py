@@ -71,17 +71,20 @@ def test_fewshot_end_to_end_on_tiny_images(make_folder, tmp_path: Path) -> None:
     assert "(transductive)" in (tmp_path / "fs" / "fewshot.md").read_text()
 
 
-def test_add_class_round_trip(make_folder, tmp_path: Path, tiny: dict) -> None:
-    """A prototype model on three colours takes a fourth from its images: saved pickle-free, recorded, predicted."""
+@pytest.mark.parametrize(
+    ("strategy", "how"), [("prototype", "prototype centroid"), ("linear-probe", "imprinted weights")]
+)
+def test_add_class_round_trip(make_folder, tmp_path: Path, tiny: dict, strategy: str, how: str) -> None:
+    """A model on three colours takes a fourth from its images: saved pickle-free, recorded, predicted."""
     import graftcv
 
     data = make_folder(classes=4, per_class=6)
     new = tmp_path / "violet"
     (data / "class_3").rename(new)
-    run = graftcv.fit(data, out=tmp_path / "run", strategy="prototype", **(tiny | {"epochs": None}))
+    run = graftcv.fit(data, out=tmp_path / "run", strategy=strategy, **(tiny | {"epochs": None}))
     model_dir = run.out_dir / "model"
     record = graftcv.add_class(model_dir, new, out=tmp_path / "more")
-    assert record["class"] == "violet" and record["images"] == 6 and record["method"] == "prototype centroid"
+    assert record["class"] == "violet" and record["images"] == 6 and record["method"] == how
     model = graftcv.load(tmp_path / "more")
     assert model.classes == ["class_0", "class_1", "class_2", "violet"]
     assert model.meta["added_classes"][0]["images"] == 6
