@@ -243,3 +243,17 @@ def test_an_adapted_epoch_is_one_pass_over_the_source(tmp_path: Path, target_ima
     combined = with_target(source, config, build_transform(data_config), 32, 4)
     batches = [(len(b["source"][0]), len(b["target"][0])) for b, *_ in combined]
     assert batches == [(4, 4), (4, 4), (2, 2)]
+
+
+def test_cli_compares_methods_over_seeds(domains: dict, tmp_path: Path, monkeypatch, capsys, restore_logging) -> None:
+    args = ["adapt", domains["source"], "--target", domains["target"], "--target-labels", domains["target"],
+            "--methods", "coral", "--seeds", "0,1", "--model", "resnet10t", "--no-pretrained", "--size", "32",
+            "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--workers", "0",
+            "--out", tmp_path / "c"]  # fmt: skip
+    code, output = _main(monkeypatch, capsys, args)
+    assert code in (0, None), output
+    assert "| source-only | 2 |" in output and "| coral | 2 |" in output
+    assert sorted(p.name for p in (tmp_path / "c" / "runs").iterdir()) == ["seed-0", "seed-1"]
+    saved = json.loads((tmp_path / "c" / "adaptation-compare.json").read_text())
+    assert saved["methods"] == ["source-only", "coral"] and len(saved["runs"]) == 4
+    assert saved["verdicts"][0]["method"] == "coral" and saved["verdicts"][0]["n"] == 2
