@@ -13,11 +13,10 @@ import numpy as np
 from torch import nn
 
 from graftcv.atomic import write_bytes, write_json
-from graftcv.backbones import classifier_param_names
 from graftcv.data import evenly_spaced, list_images
 from graftcv.errors import GraftcvError
 from graftcv.evaluation.domains import proxy_a_distance
-from graftcv.features import extract_features, model_fingerprint
+from graftcv.features import extract_features, network_id
 from graftcv.fitting import fit
 from graftcv.outcomes import Run
 from graftcv.rundir import write_evaluation
@@ -39,8 +38,8 @@ class Adapted:
 
 def _features(network: nn.Module, paths: list[str], data_config: dict, name: str, cache: bool) -> np.ndarray:
     """Pooled features through the feature pass `fit` uses (the pretrained backbone's are cached already)."""
-    model_id = {"name": name, "weights": model_fingerprint(network, classifier_param_names(network, True))}
-    found = extract_features(network, [Path(p) for p in paths], data_config, model_id, use_cache=cache, progress=False)
+    found = extract_features(network, [Path(p) for p in paths], data_config, network_id(network, name), use_cache=cache,
+                             progress=False)  # fmt: skip
     return np.asarray(found)
 
 

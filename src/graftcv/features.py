@@ -333,6 +333,13 @@ def uncached(paths: Sequence[Path], data_config: dict, model_id: dict, cache_dir
     return sum(hit is None for hit in store.lookup([file_identity(Path(p)) for p in paths]))
 
 
+def network_id(network: nn.Module, name: str) -> dict:
+    """What the feature cache knows a backbone by: its name and the fingerprint of its weights, classifier excepted."""
+    from graftcv.backbones import classifier_param_names
+
+    return {"name": name, "weights": model_fingerprint(network, classifier_param_names(network, True))}
+
+
 def model_fingerprint(model: nn.Module, exclude: set[str] = frozenset()) -> str:
     """SHA-256 over the backbone's tensors (not its classifier): the weights themselves key the cache."""
     digest = hashlib.sha256()

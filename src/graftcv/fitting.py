@@ -15,14 +15,14 @@ import torch
 
 from graftcv import distributed
 from graftcv.artifact import Classifier, save_artifact
-from graftcv.backbones import classifier_param_names, create_backbone
+from graftcv.backbones import create_backbone
 from graftcv.choices import check_choices
 from graftcv.config import TrainConfig
 from graftcv.data import DataSplits, discover, warn_skipped
 from graftcv.data.shards import is_shard_source
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
-from graftcv.features import FeatureStats, extract_features, model_fingerprint, stream_features
+from graftcv.features import FeatureStats, extract_features, network_id, stream_features
 from graftcv.model import Model
 from graftcv.outcomes import HEADLINE_METRICS, Features, Run, Trained, summarize, versions
 from graftcv.planning import DataInput, Prepared, check_memory, needs_feature_pass, plan_time, recorded_settings
@@ -90,10 +90,7 @@ def prepare(data: DataInput, settings: dict) -> Prepared:
         drop_path_rate=config.drop_path,
         size=config.size,
     )
-    model_id = {
-        "name": config.model,
-        "weights": model_fingerprint(backbone.model, classifier_param_names(backbone.model, True)),
-    }
+    model_id = network_id(backbone.model, config.model)
     knobs = strategy.settings(config)
     phases = strategy.plan(knobs)
     record = config.to_dict() | {

@@ -9,31 +9,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from graftcv.data import list_images, warn_skipped
-from graftcv.data.images import to_rgb
 from graftcv.errors import GraftcvError
+from graftcv.features import extract_features, network_id
 from graftcv.heads.ops import TensorHead, affine
 from graftcv.model import Model, load
 
 log = logging.getLogger("graftcv")
-BATCH = 32
 
 
 def _features(model: Model, paths: list[Path]) -> torch.Tensor:
-    """The backbone's pooled features of the new images (a probe model's backbone has no classifier)."""
-    rows = []
-    with torch.inference_mode():
-        for start in range(0, len(paths), BATCH):
-            images = []
-            for path in paths[start : start + BATCH]:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(to_rgb(image))
-            batch = model._tensors(images).to(model.device).contiguous(memory_format=torch.channels_last)
-            rows.append(model.network.backbone(batch).float().cpu())
-    return torch.cat(rows)
+    """The new images' pooled features through the feature pass `fit` uses (a probe model's backbone is the
+    pretrained one, so they usually come from the cache)."""
+    backbone = model.network.backbone
+    found = extract_features(backbone, paths, model.data_config, network_id(backbone, model.meta["backbone"]),
+                             progress=False)  # fmt: skip
+    return torch.from_numpy(np.asarray(found, dtype=np.float32))
 
 
 def _refusal(model: Model) -> str | None:
@@ -79,11 +71,10 @@ def add_class(
     direction = direction / direction.norm().clamp_min(1e-12)
     norms = weight.norm(dim=1)
     scale = norms[norms > 0].mean()  # a binary linear head stores one row of zeros
-    if model.meta.get("strategy") == "prototype":
-        row, offset, how = direction * scale, torch.zeros(()), "prototype centroid"
-    else:
-        row, offset, how = direction * scale, bias.mean(), "imprinted weights"
-    new_affine = affine(np.vstack([weight.numpy(), row.numpy()[None]]), np.append(bias.numpy(), float(offset)))
+    prototype = model.meta.get("strategy") == "prototype"  # its rows have no bias; an imprinted row takes theirs
+    offset, how = (0.0, "prototype centroid") if prototype else (float(bias.mean()), "imprinted weights")
+    row = (direction * scale).numpy()
+    new_affine = affine(np.vstack([weight.numpy(), row[None]]), np.append(bias.numpy(), offset))
     model.network.probe = TensorHead([*head.ops[:-2], new_affine, head.ops[-1]])
     record = {"class": name, "images": len(paths), "method": how, "from": str(folder.resolve()),
               "added": datetime.now().isoformat(timespec="seconds")}  # fmt: skip

@@ -3,14 +3,13 @@ target accuracy with 95% intervals, and each method against source-only in words
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from graftcv.atomic import write_json, write_text
+from graftcv.adaptation import METHODS
+from graftcv.atomic import write_csv, write_json, write_text
 from graftcv.compare.protocol import parse_list
 from graftcv.compare.stats import summarize
 from graftcv.errors import GraftcvError
@@ -18,7 +17,6 @@ from graftcv.rundir import data_name, default_run_dir, read_json
 
 log = logging.getLogger("graftcv")
 BASELINE = "source-only"
-DEFAULT_METHODS = ("source-only", "dann", "mmd", "coral", "self-training")
 METRICS = ("target_accuracy", "target_macro_f1", "a_distance_after", "seconds")
 RUN_COLUMNS = ["method", "seed", "target_accuracy", "target_macro_f1", "a_distance_before", "a_distance_after",
                "val_accuracy", "seconds", "run_dir"]  # fmt: skip
@@ -121,7 +119,7 @@ def compare_adaptation(
     source: str | Path,
     target: str | Path,
     target_labels: str | Path,
-    methods: str | Iterable[str] = DEFAULT_METHODS,
+    methods: str | Iterable[str] = METHODS,
     seeds: str | Iterable[int] = (0, 1, 2),
     out: str | Path | None = None,
     adapt: Callable | None = None,
@@ -130,8 +128,6 @@ def compare_adaptation(
     """Every method with every seed (source-only always among them: it is what the others are measured against),
     each run in OUT/runs/seed-S/METHOD; finished runs found there are reused, so a killed comparison continues.
     Writes OUT/adaptation-compare.{json,csv,md}. `adapt` is for tests: default `graftcv.adaptation.adapt`."""
-    from graftcv.adaptation import METHODS
-
     if adapt is None:
         from graftcv.adaptation import adapt
     names = parse_list(methods)
@@ -162,10 +158,6 @@ def compare_adaptation(
     write_json(out_dir / "adaptation-compare.json", {"source": str(source), "target": str(target),
                "target_labels": str(target_labels), "methods": names, "seeds": seed_list, "settings": settings,
                "table": comparison.table, "verdicts": comparison.verdicts, "runs": rows})  # fmt: skip
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=RUN_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out_dir / "adaptation-runs.csv", buffer.getvalue())
+    write_csv(out_dir / "adaptation-runs.csv", RUN_COLUMNS, rows)
     write_text(out_dir / "adaptation-compare.md", markdown(comparison))
     return comparison

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from graftcv.atomic import write_bytes, write_json, write_text
+from graftcv.atomic import write_bytes, write_csv, write_json
 from graftcv.compare.protocol import SCRATCH, Split, level_words, splits_record
 from graftcv.compare.stats import Comparison, headline, level_order
 from graftcv.data import ImageSet
@@ -159,14 +157,6 @@ def plot_curves(rows: list[dict]) -> Figure:
 # --- tables and pages ------------------------------------------------------------------------------
 
 
-def _csv_text(columns: list[str], rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def write_csvs(comparison: Comparison) -> tuple[Path, Path]:
     """compare.csv (one row per strategy × shot level) and runs.csv (one row per run)."""
     out = comparison.out_dir
@@ -175,8 +165,8 @@ def write_csvs(comparison: Comparison) -> tuple[Path, Path]:
     ]
     runs = [row | {"chosen": json.dumps(row.get("chosen") or {})} for row in comparison.rows]
     return (
-        write_text(out / "compare.csv", _csv_text(columns, comparison.table)),
-        write_text(out / "runs.csv", _csv_text(RUN_COLUMNS, runs)),
+        write_csv(out / "compare.csv", columns, comparison.table),
+        write_csv(out / "runs.csv", RUN_COLUMNS, runs),
     )
 
 

@@ -3,8 +3,6 @@ computed once (and cached), with mean accuracy, its 95% interval and the seconds
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from graftcv.atomic import write_json, write_text
-from graftcv.backbones import DEFAULT_MODEL, classifier_param_names, create_backbone
+from graftcv.atomic import write_csv, write_json, write_text
+from graftcv.backbones import DEFAULT_MODEL, create_backbone
 from graftcv.compare.protocol import parse_list, pooled_images
 from graftcv.compare.stats import summarize
 from graftcv.errors import GraftcvError
-from graftcv.features import extract_features, model_fingerprint
+from graftcv.features import extract_features, network_id
 from graftcv.fewshot.episodes import sample_episodes
 from graftcv.fewshot.methods import FEWSHOT_METHODS
 from graftcv.progress import image_progress
 from graftcv.rundir import data_name, default_run_dir
 
-DEFAULT_METHODS = ("prototype", "linear-probe", "finetune-head", "bd-cspn", "tim")
+DEFAULT_METHODS = tuple(FEWSHOT_METHODS)
 COLUMNS = ["shots", "method", "transductive", "episodes", "accuracy", "ci_low", "ci_high", "std", "seconds"]
 
 
@@ -42,8 +40,8 @@ def pretrained_features(paths: list[Path], model: str, size: int | None, weights
     """Pooled features of the pretrained backbone (the same cached pass `fit` uses) and its preprocessing."""
     backbone = create_backbone(model, 2, pretrained, weights, size=size)
     network = backbone.model
-    model_id = {"name": model, "weights": model_fingerprint(network, classifier_param_names(network, True))}
-    found = extract_features(network, paths, backbone.data_config, model_id, use_cache=cache, progress=progress)
+    found = extract_features(network, paths, backbone.data_config, network_id(network, model), use_cache=cache,
+                             progress=progress)  # fmt: skip
     return np.asarray(found), backbone.data_config
 
 
@@ -110,11 +108,7 @@ def fewshot(
     out_dir = Path(out) if out is not None else default_run_dir("fewshot", data_name(data))
     result = FewShotResult(rows, settings, out_dir, classes)
     write_json(out_dir / "fewshot.json", {"settings": settings, "rows": rows})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out_dir / "fewshot.csv", buffer.getvalue())
+    write_csv(out_dir / "fewshot.csv", COLUMNS, rows)
     write_text(out_dir / "fewshot.md", markdown(result))
     return result
 
