@@ -48,6 +48,7 @@ LAYERS = {
         "adaptation",
         "self_training",
         "new_classes",
+        "lr_search",
         "",
     },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare", "fewshot"},

@@ -3,7 +3,8 @@
 from graftcv.adaptation import Adapted, adapt
 from graftcv.bulk import predict_to_parquet
 from graftcv.data import DataSplits, ImageSet
-from graftcv.fitting import Run, find_lr, fit
+from graftcv.fitting import Run, fit
+from graftcv.lr_search import find_lr
 from graftcv.model import Model, load
 from graftcv.new_classes import add_class
 

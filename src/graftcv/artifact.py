@@ -17,24 +17,34 @@ from safetensors.torch import save_file
 from torch import nn
 
 from graftcv.atomic import fsync_path, os_errors, write_json
+from graftcv.data.tasks import Layout
 from graftcv.errors import GraftcvError
-from graftcv.heads.ops import TensorHead
+from graftcv.heads.ops import TensorHead, activate_segments
 from graftcv.meta import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, read_meta
 from graftcv.meta import previous as _previous
 from graftcv.meta import refuse_pickle as _refuse_pickle
 
 
 class Classifier(nn.Module):
-    """Images → class probabilities: a timm network, optionally followed by an exported probe head."""
+    """Images → class probabilities: a timm network, optionally followed by an exported probe head.
 
-    def __init__(self, backbone: nn.Module, probe: TensorHead | None = None) -> None:
+    `segments` ([start, stop, softmax|sigmoid] per task): the activation of a multi-label or multi-task network's
+    logits in place of one softmax (a probe head ends in its own)."""
+
+    def __init__(self, backbone: nn.Module, probe: TensorHead | None = None, segments: list | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.probe = probe
+        self.segments = segments if probe is None else None
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """The network's logits as probabilities (no probe head)."""
+        logits = logits.float()
+        return activate_segments({"segments": self.segments}, logits) if self.segments else logits.softmax(-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.backbone(images)
-        return self.probe(out) if self.probe is not None else out.float().softmax(-1)
+        return self.probe(out) if self.probe is not None else self.activate(out)
 
 
 def sha256_file(path: Path) -> str:
@@ -140,4 +150,7 @@ def build_classifier(tensors: dict[str, torch.Tensor], meta: dict) -> Classifier
         head = TensorHead.from_state(tensors, meta["probe"]) if probe else None  # unknown ops: GraftcvError
     except (RuntimeError, KeyError, TypeError, AttributeError, IndexError) as error:
         raise GraftcvError(f"The artifact's tensors do not fit a {meta['backbone']} ({str(error)[:200]}).") from None
-    return Classifier(backbone, head).eval()
+    layout = Layout.from_meta(meta.get("tasks"))
+    if layout is not None and layout.outputs != list(meta["classes"]):
+        raise GraftcvError("The artifact's task layout does not match its class list.")
+    return Classifier(backbone, head, layout.segments() if layout is not None else None).eval()

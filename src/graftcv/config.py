@@ -48,6 +48,16 @@ class TrainConfig:
     mixup: float = setting(0.0, "Mixup alpha", "Data")
     cutmix: float = setting(0.0, "CutMix alpha", "Data")
     balance: str = setting("none", "Class imbalance", "Data", choices=("none", "weights", "sampler"))
+    multi_label: bool = setting(
+        False, "The CSV is path plus one 0/1 column per label (path,labels with ';' needs no flag)", "Data"
+    )
+    multilabel_loss: str = setting(
+        "bce", "Loss of multi-label outputs: bce, or asl (asymmetric, for rare positives)", "Optimisation",
+        choices=("bce", "asl"),
+    )  # fmt: skip
+    task_weights: str = setting(
+        "equal", "Multi-task loss weights: equal | uncertainty (learned) | W1,W2,... in column order", "Optimisation"
+    )
     batch_size: int = setting(32, "Images per optimizer step", "Data")
     # images per forward/backward pass; gradients accumulate up to batch_size. None: 16 on a CPU with frozen
     # BatchNorm, where the summed gradients are the same as one batch's and 224 px training needs ~1 GB less

@@ -20,7 +20,7 @@ from graftcv.atomic import write_bytes
 from graftcv.data import build_transform, decode_size, evenly_spaced, load_rgb
 from graftcv.data.discovery import list_images
 from graftcv.errors import GraftcvError
-from graftcv.heads.ops import NORMALISERS, OPS, TensorHead
+from graftcv.heads.ops import NORMALISERS, OPS, TensorHead, activate_segments
 from graftcv.rundir import RunDir
 from graftcv.runtime import INPUT_NAME, ONNX_FILE, OUTPUT_NAMES, OnnxRunner, missing_extra
 
@@ -39,6 +39,7 @@ class ExportNetwork(nn.Module):
     def __init__(self, classifier: Classifier) -> None:
         super().__init__()
         self.backbone = classifier.backbone
+        self.segments = classifier.segments
         ops = classifier.probe.ops if classifier.probe is not None else None
         self.has_probe = ops is not None
         self.normaliser = TensorHead([ops[-1]]) if ops and ops[-1]["op"] in NORMALISERS else None
@@ -58,7 +59,7 @@ class ExportNetwork(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone(images).float()
         if not self.has_probe:
-            return out, out.softmax(-1)
+            return out, activate_segments({"segments": self.segments}, out) if self.segments else out.softmax(-1)
         for stage in self.stages:
             out = stage(out)
         if self.normaliser is None:

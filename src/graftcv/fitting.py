@@ -18,14 +18,22 @@ from graftcv.artifact import Classifier, save_artifact
 from graftcv.backbones import create_backbone
 from graftcv.choices import check_choices
 from graftcv.config import TrainConfig
-from graftcv.data import DataSplits, discover, warn_skipped
-from graftcv.data.shards import is_shard_source
+from graftcv.data import DataSplits, warn_skipped
 from graftcv.errors import GraftcvError
-from graftcv.evaluation import classification_report
+from graftcv.evaluation.outputs import headline, report_for, tuned_layout
 from graftcv.features import FeatureStats, extract_features, network_id, stream_features
 from graftcv.model import Model
-from graftcv.outcomes import HEADLINE_METRICS, Features, Run, Trained, summarize, versions
-from graftcv.planning import DataInput, Prepared, check_memory, needs_feature_pass, plan_time, recorded_settings
+from graftcv.outcomes import Features, Run, Trained, summarize, versions
+from graftcv.planning import (
+    DataInput,
+    Prepared,
+    check_memory,
+    check_multi,
+    draw_splits,
+    needs_feature_pass,
+    plan_time,
+    recorded_settings,
+)
 from graftcv.rundir import RunDir, claimed, data_name, default_run_dir, staging_dir, swap_in
 from graftcv.strategies import STRATEGIES, Strategy
 
@@ -51,17 +59,6 @@ def resolve_config(settings: dict) -> tuple[TrainConfig, Strategy]:
         raise GraftcvError(f"The {strategy.name} strategy runs with {fixed}: drop {', '.join(clash)}.")
     config = TrainConfig(**(dict(strategy.defaults) | settings | dict(strategy.fixed))).validate()
     return check_choices(config), strategy
-
-
-def draw_splits(data: str | Path, config: TrainConfig) -> DataSplits:
-    """The splits of a folder or CSV (drawn with the seed), or those a shard set holds."""
-    if is_shard_source(data):
-        from graftcv.data.shard_sets import shard_splits
-
-        if config.val or config.test:
-            raise GraftcvError("Shards carry their own validation and test splits: drop --val and --test.")
-        return shard_splits(data)
-    return discover(data, config.val, config.test, config.val_fraction, config.seed)
 
 
 def prepare(data: DataInput, settings: dict) -> Prepared:
@@ -103,6 +100,8 @@ def prepare(data: DataInput, settings: dict) -> Prepared:
         "phases": [phase.__dict__ for phase in phases],
         "data_summary": splits.describe(),
     }
+    if splits.tasks is not None:
+        check_multi(config, strategy, splits)
     prepared = Prepared(config, strategy, splits, backbone, model_id, phases, record)
     check_memory(prepared)
     return prepared
@@ -173,9 +172,17 @@ def targets(prep: Prepared, split: str) -> np.ndarray:
 
 def train(prep: Prepared, features: Features | None, run_dir: RunDir, resume: bool = False, timing=None) -> Trained:
     """The strategy's head fitted in closed form, or its phases trained; the network ends as the best epoch's."""
-    model, n_classes = prep.backbone.model, len(prep.splits.classes)
+    model, n_classes, layout = prep.backbone.model, len(prep.splits.classes), prep.splits.tasks
     if prep.strategy.closed_form:
-        head = prep.strategy.fit_head(features.train, targets(prep, "train"), n_classes, prep.config)
+        if layout is not None:
+            from graftcv.heads.multi import fit_outputs_probe
+
+            config = prep.config
+            head = fit_outputs_probe(
+                features.train, targets(prep, "train"), layout, config.head, config.seed, config.pca
+            )
+        else:
+            head = prep.strategy.fit_head(features.train, targets(prep, "train"), n_classes, prep.config)
         val_probs = head(torch.from_numpy(np.array(features.val))).numpy()
         model.reset_classifier(0)
         return Trained(Classifier(model, head), val_probs, [], 0, 0, None)
@@ -194,7 +201,12 @@ def train(prep: Prepared, features: Features | None, run_dir: RunDir, resume: bo
         timing,
     )
     return Trained(
-        Classifier(model), outcome.val_probs, outcome.history, outcome.epochs, outcome.best_epoch, outcome.lr_found
+        Classifier(model, segments=layout.segments() if layout is not None else None),
+        outcome.val_probs,
+        outcome.history,
+        outcome.epochs,
+        outcome.best_epoch,
+        outcome.lr_found,
     )
 
 
@@ -207,7 +219,8 @@ def save(prep: Prepared, trained: Trained, val_report: dict, run_dir: RunDir) ->
         "strategy": config.strategy,
         "head": prep.strategy.head_name(config) if prep.strategy.head_name else None,
         "weights_source": prep.record["weights_source"],
-        "metrics": {k: val_report[k] for k in HEADLINE_METRICS},
+        "metrics": headline(val_report),
+        **({"tasks": prep.splits.tasks.as_meta()} if prep.splits.tasks is not None else {}),
         "versions": versions(),
         "created": datetime.now().isoformat(timespec="seconds"),
     }
@@ -226,8 +239,8 @@ def evaluate_test(prep: Prepared, model: Model, features: Features | None, run_d
         probs = model.stream_proba(test.stream, progress=prep.config.progress)
     else:
         probs, _ = model.predict_proba(test.paths, progress=prep.config.progress)
-    report = classification_report(targets(prep, "test"), probs, prep.splits.classes)
-    run_dir.write_evaluation("test", report, test, probs, prep.splits.classes)
+    report = report_for(targets(prep, "test"), probs, prep.splits.classes, prep.splits.tasks)
+    run_dir.write_evaluation("test", report, test, probs, prep.splits.classes, prep.splits.tasks)
     return report
 
 
@@ -351,8 +364,12 @@ def _run(prep: Prepared, run_dir: RunDir, final: Path, resume: bool, wall_start:
         record |= {"lr": trained.lr_found, "lr_auto": True}
         run_dir.write_config(record)
 
-    val_report = classification_report(targets(prep, "val"), trained.val_probs, prep.splits.classes)
-    run_dir.write_evaluation("val", val_report, prep.splits.val, trained.val_probs, prep.splits.classes)
+    if prep.splits.tasks is not None:  # each label's threshold, chosen on validation, is part of the model
+        prep.splits.tasks = tuned_layout(targets(prep, "val"), trained.val_probs, prep.splits.tasks)
+    val_report = report_for(targets(prep, "val"), trained.val_probs, prep.splits.classes, prep.splits.tasks)
+    run_dir.write_evaluation(
+        "val", val_report, prep.splits.val, trained.val_probs, prep.splits.classes, prep.splits.tasks
+    )
     model = save(prep, trained, val_report, run_dir)
     test_report = evaluate_test(prep, model, features, run_dir)
     run_dir.write_history(trained.history)
@@ -368,29 +385,3 @@ def _run(prep: Prepared, run_dir: RunDir, final: Path, resume: bool, wall_start:
         }
     run_dir.write_summary(summary)
     return Run(out_dir=final, model=model, summary=summary, config=record, history=trained.history)
-
-
-def find_lr(data: DataInput, steps: int = 60, **settings):
-    """Learning-rate range test for the main phase of a strategy on this data (Lightning's LR finder)."""
-    from graftcv.training.gradient import build_module, make_loaders
-    from graftcv.training.lr_find import find_lr as range_test
-
-    strategy = STRATEGIES.lookup(settings.get("strategy", TrainConfig.strategy))
-    if strategy.closed_form:  # said before the backbone is built
-        raise GraftcvError(f"{strategy.name} has no learning rate: its head is fitted in closed form.")
-    prep = prepare(data, settings)
-    config = prep.config
-    phase = prep.phases[-1]
-    features = feature_pass(prep) if phase.on_features else None
-    cached = (features.train, features.val) if features is not None else None
-    module = build_module(prep.backbone.model, prep.config, targets(prep, "train"), len(prep.splits.classes))
-    train_loader, _ = make_loaders(phase, prep.splits, prep.config, prep.backbone.data_config, cached)
-    return range_test(
-        module,
-        phase,
-        train_loader,
-        num_steps=steps,
-        devices=config.devices,
-        accelerator=config.accelerator,
-        precision=config.precision,
-    )

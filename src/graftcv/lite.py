@@ -13,6 +13,7 @@ from PIL import Image
 
 from graftcv.data.discovery import list_images, warn_skipped
 from graftcv.data.images import load_rgb, to_rgb
+from graftcv.data.tasks import Layout
 from graftcv.data.transforms import DEFAULT_CROP_PCT, decode_size
 from graftcv.errors import GraftcvError
 from graftcv.progress import image_progress
@@ -139,6 +140,7 @@ class LitePredictor:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.data_config: dict = meta["data_config"]
+        self.tasks: Layout | None = Layout.from_meta(meta.get("tasks"))
 
     @classmethod
     def open(cls, path: str | Path, threads: int | None = None) -> LitePredictor:
@@ -177,4 +179,6 @@ class LitePredictor:
     def predict(self, images: ImageInput, topk: int = 1, batch_size: int = 32, progress: bool = False) -> list[dict]:
         """One dict per image: `path`, `class`, `probability`, and `top` (the k best classes)."""
         probs, names = self.predict_proba(images, batch_size=batch_size, progress=progress)
+        if self.tasks is not None:  # several labels per image: as `Model.predict` gives them
+            return self.tasks.results(probs, names)
         return rank(probs, names, self.classes, topk)

@@ -26,8 +26,10 @@ from graftcv.data import (
 )
 from graftcv.data.images import to_rgb
 from graftcv.data.shards import is_shard_source, read_manifest
+from graftcv.data.tasks import Layout
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
+from graftcv.evaluation.outputs import outputs_report
 from graftcv.lite import RUNTIMES
 from graftcv.onnx_forward import CheckedOnnx
 from graftcv.progress import image_progress
@@ -63,6 +65,7 @@ class Model:
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
         self.data_config: dict = meta["data_config"]
+        self.tasks: Layout | None = Layout.from_meta(meta.get("tasks"))  # several labels per image
 
     def _tensors(self, images: list[Image.Image]) -> torch.Tensor:
         transform = build_transform(self.data_config)
@@ -101,8 +104,14 @@ class Model:
         return torch.cat(out).numpy(), [str(p) for p in paths]
 
     def predict(self, images: ImageInput, topk: int = 1, batch_size: int = 32, progress: bool = False) -> list[dict]:
-        """One dict per image: `path`, `class`, `probability`, and `top` (the k best classes)."""
+        """One dict per image: `path`, `class`, `probability`, and `top` (the k best classes).
+
+        A multi-label model gives `labels` instead (every label above its threshold, with its probability, most
+        probable first) and `probabilities` (every label's); a multi-task one `tasks` (per task, its class and
+        probability, or its labels) and `probabilities`."""
         probs, names = self.predict_proba(images, batch_size=batch_size, progress=progress)
+        if self.tasks is not None:
+            return self.tasks.results(probs, names)
         k = max(1, min(topk, len(self.classes)))
         results = []
         for name, row in zip(names, probs, strict=True):
@@ -116,6 +125,14 @@ class Model:
         split, else their validation split); labels unknown to the model are an error."""
         if is_shard_source(data):
             return self.evaluate_shards(data, batch_size=batch_size, progress=progress)
+        if self.tasks is not None:
+            from graftcv.data.multi_discovery import read_multi_labelled
+
+            images, skipped = read_multi_labelled(data, self.tasks)
+            warn_skipped(skipped)
+            report = self.evaluate_images(images, batch_size=batch_size, progress=progress)
+            report["skipped_files"] = len(skipped)
+            return report
         images, skipped = read_labelled(data)
         warn_skipped(skipped)
         unknown = sorted(set(images.labels) - set(self.classes))
@@ -160,6 +177,8 @@ class Model:
 
     def evaluate_images(self, images: ImageSet, batch_size: int = 32, progress: bool = False) -> dict:
         probs, _ = self.predict_proba(images.paths, batch_size=batch_size, progress=progress)
+        if self.tasks is not None:
+            return outputs_report(self.tasks.targets(images.labels), probs, self.tasks)
         return classification_report(np.array(images.targets(self.classes)), probs, self.classes)
 
     def explain(

@@ -12,12 +12,11 @@ import torch
 
 from graftcv import distributed
 from graftcv.artifact import Classifier
+from graftcv.evaluation.outputs import headline
 from graftcv.features import FeatureStats
 from graftcv.model import Model
 from graftcv.planning import Prepared
 from graftcv.rundir import RunDir
-
-HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "ece")
 
 
 @dataclass
@@ -99,7 +98,7 @@ def summarize(
         "best_epoch": trained.best_epoch,
         "train_seconds": round(seconds[0], 2),
         "wall_seconds": round(seconds[1], 2),
-        **{f"val_{k}": val[k] for k in HEADLINE_METRICS},
+        **{f"val_{k}": v for k, v in headline(val).items()},
         "n_train": len(splits.train),
         "n_val": len(splits.val),
         "n_test": len(splits.test) if splits.test else 0,
@@ -119,6 +118,10 @@ def summarize(
         "feature_runtime": stats.runtime if stats.computed else None,
         "model_dir": str(run_dir.model),
     }
-    if test is not None:
+    if test is not None and "headline" in test:
+        summary |= {f"test_{k}": v for k, v in headline(test).items()}
+    elif test is not None:
         summary |= {f"test_{k}": test[k] for k in ("accuracy", "macro_f1", "balanced_accuracy")}
+    if splits.tasks is not None:
+        summary |= {"kind": splits.tasks.kind, "tasks": splits.tasks.as_meta()}
     return summary

@@ -15,7 +15,8 @@ import numpy as np
 
 from graftcv.backbones import Backbone
 from graftcv.config import TrainConfig, parse_duration
-from graftcv.data import DataSplits
+from graftcv.data import DataSplits, discover
+from graftcv.data.shards import is_shard_source
 from graftcv.errors import GraftcvError
 from graftcv.features import uncached
 from graftcv.rundir import RunDir
@@ -88,7 +89,7 @@ def plan_time(prep: Prepared, fit_started: float) -> Timing | None:
     image_phases = [p for p in prep.phases if not p.on_features]
     phase = image_phases[0] if image_phases else None
     y_train = np.array(splits.train.targets(splits.classes))
-    module = build_module(prep.backbone.model, config, y_train, len(splits.classes))
+    module = build_module(prep.backbone.model, config, y_train, len(splits.classes), splits.tasks)
     train_loader = make_loaders(phase, splits, config, prep.backbone.data_config, None)[0] if phase else None
     if splits.train.stream is not None:  # shards: the validation stream's first images
         from graftcv.data.shard_stream import ShardImageStream
@@ -211,3 +212,38 @@ def recorded_settings(out: Path, data: DataInput | None, settings: dict) -> tupl
     else:
         data = recorded["data"]
     return data, kept | {k: v for k, v in settings.items() if k in RESUME_MAY_CHANGE}
+
+
+def check_multi(config: TrainConfig, strategy: Strategy, splits: DataSplits) -> None:
+    """What several labels per image rule out, said before anything is built."""
+    if strategy.name == "prototype":
+        raise GraftcvError(
+            "prototype gives each image its one nearest class: for several labels per image use linear-probe "
+            "(a logistic regression per label) or a gradient strategy."
+        )
+    if config.mixup or config.cutmix:
+        raise GraftcvError("--mixup and --cutmix mix one label per image: leave them off for multi-label data.")
+    if config.balance == "sampler":
+        raise GraftcvError("--balance sampler draws images by class; with several labels use --balance weights.")
+    if config.target is not None:
+        raise GraftcvError("Domain adaptation trains one label per image; multi-label data cannot be adapted yet.")
+    from graftcv.training.objectives import parse_task_weights
+
+    parse_task_weights(config.task_weights, len(splits.tasks.tasks))
+
+
+def draw_splits(data: str | Path, config: TrainConfig) -> DataSplits:
+    """The splits of a folder or CSV (drawn with the seed), or those a shard set holds."""
+    if is_shard_source(data):
+        from graftcv.data.shard_sets import shard_splits
+
+        if config.val or config.test:
+            raise GraftcvError("Shards carry their own validation and test splits: drop --val and --test.")
+        return shard_splits(data)
+    from graftcv.data.multi_discovery import discover_multi, is_multi_source
+
+    if is_multi_source(data, config.multi_label):
+        return discover_multi(data, config.val, config.test, config.val_fraction, config.seed, config.multi_label)
+    if config.multi_label:
+        raise GraftcvError(f"--multi-label reads a CSV of path and 0/1 label columns; {data} is not one.")
+    return discover(data, config.val, config.test, config.val_fraction, config.seed)

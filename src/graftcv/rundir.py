@@ -89,9 +89,29 @@ def _csv_text(header: list[str], rows: list[list]) -> str:
     return buffer.getvalue()
 
 
+PER_LABEL_COLUMNS = ["task", "label", "precision", "recall", "f1", "ap", "support", "threshold"]
+
+
+def _write_outputs_evaluation(report: dict, out: Path, prefix: str) -> dict[str, Path]:
+    """PREFIXmetrics.json and PREFIXper_label.csv (one row per label, or class of a single-label task) of a
+    multi-label or multi-task report."""
+    paths = {"json": out / f"{prefix}metrics.json", "per_label": out / f"{prefix}per_label.csv"}
+    write_text(paths["json"], json.dumps(report, indent=2) + "\n")
+    tasks = report.get("tasks", {"labels": report})
+    rows = []
+    for task, found in tasks.items():
+        for row in found.get("per_label") or found["per_class"]:
+            entry = {"task": task, "label": row.get("label", row.get("class")), "ap": "", "threshold": ""} | row
+            rows.append([entry[k] for k in PER_LABEL_COLUMNS])
+    write_text(paths["per_label"], _csv_text(PER_LABEL_COLUMNS, rows))
+    return paths
+
+
 def write_evaluation(report: dict, out_dir: str | Path, prefix: str = "") -> dict[str, Path]:
     """PREFIXmetrics.json, PREFIXper_class.csv and PREFIXconfusion_matrix.csv of a classification report."""
     out = Path(out_dir)
+    if report.get("kind") in ("multi-label", "multi-task"):
+        return _write_outputs_evaluation(report, out, prefix)
     paths = {
         "json": out / f"{prefix}metrics.json",
         "per_class": out / f"{prefix}per_class.csv",
@@ -106,6 +126,16 @@ def write_evaluation(report: dict, out_dir: str | Path, prefix: str = "") -> dic
     matrix = [[name, *counts] for name, counts in zip(names, report["confusion_matrix"], strict=True)]
     write_text(paths["confusion"], _csv_text(["true\\pred", *names], matrix))
     return paths
+
+
+def _chosen(tasks, row: np.ndarray, cut: np.ndarray, index: int) -> bool:
+    """Output `index` is predicted: above its threshold (multi-label task) or its task's best (single task)."""
+    for task, part in zip(tasks.tasks, tasks.slices, strict=True):
+        if part.start <= index < part.stop:
+            if task.kind == "multi":
+                return bool(row[index] >= cut[index])
+            return index == part.start + int(np.argmax(row[part]))
+    return False
 
 
 def evaluation_dir(model_dir: str | Path, data: str | Path) -> Path:
@@ -154,12 +184,22 @@ class RunDir:
         )
 
     def write_evaluation(
-        self, split: str, report: dict, images: ImageSet, probs: np.ndarray, classes: list[str]
+        self, split: str, report: dict, images: ImageSet, probs: np.ndarray, classes: list[str], tasks=None
     ) -> None:
         """SPLIT_metrics.json, SPLIT_per_class.csv, SPLIT_confusion_matrix.csv and SPLIT_predictions.csv: one row
-        per image with its path, true label, predicted label, its probability, then every class's."""
+        per image with its path, true label, predicted label, its probability, then every class's. With `tasks`
+        (a `data.tasks.Layout`) the predicted labels are every output above its threshold, ';'-joined."""
         write_evaluation(report, self.path, prefix=f"{split}_")
         rows = []
+        if tasks is not None:
+            outputs = tasks.outputs
+            for image, label, row in zip(images.paths, images.labels, probs, strict=True):
+                cut = tasks.thresholds()
+                chosen = [outputs[i] for i in range(len(outputs)) if _chosen(tasks, row, cut, i)]
+                rows.append([str(image), label, ";".join(chosen), *(f"{p:.6f}" for p in row)])
+            header = ["path", "labels", "predicted", *outputs]
+            write_text(self.path / f"{split}_predictions.csv", _csv_text(header, rows))
+            return
         for image, label, row in zip(images.paths, images.labels, probs, strict=True):
             best = int(np.argmax(row))
             rows.append([str(image), label, classes[best], f"{row[best]:.6f}", *(f"{p:.6f}" for p in row)])

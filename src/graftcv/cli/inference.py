@@ -15,6 +15,8 @@ from graftcv.cli.tables import (
     SHOWN_ROWS,
     cam_scores_table,
     explanations_table,
+    outputs_line,
+    outputs_table,
     predictions_table,
     report_table,
     summary_line,
@@ -93,9 +95,20 @@ def predict_parquet(model_dir: Path, images: list[Path], parquet: Path, csv_path
 
 
 def write_predictions(path: Path, results: list[dict]) -> None:
-    """path, class1, prob1, class2, prob2, ...: one row per image."""
+    """path, class1, prob1, class2, prob2, ...: one row per image (several labels per image: path, the predicted
+    labels ';'-joined per task, then every output's probability)."""
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
+        if results and "top" not in results[0]:
+            tasks = list(results[0]["tasks"]) if "tasks" in results[0] else ["labels"]
+            outputs = list(results[0]["probabilities"])
+            writer.writerow(["path", *tasks, *outputs])
+            for row in results:
+                found = row["tasks"] if "tasks" in row else {"labels": row["labels"]}
+                chosen = [found[t]["class"] if isinstance(found[t], dict) else ";".join(i["label"] for i in found[t])
+                          for t in tasks]  # fmt: skip
+                writer.writerow([row["path"], *chosen, *(f"{row['probabilities'][o]:.6f}" for o in outputs)])
+            return
         k = len(results[0]["top"])
         writer.writerow(["path", *[f"{kind}{i + 1}" for i in range(k) for kind in ("class", "prob")]])
         for row in results:
@@ -119,8 +132,12 @@ def evaluate(
 
     model = graftcv.load(model_dir, runtime=choose_runtime(model_dir, runtime))
     report = model.evaluate(data, progress=True)
-    out.print(report_table(report, title=f"{model_dir} on {data}"))
-    out.print(summary_line(report))
+    if "headline" in report:  # several labels per image
+        out.print(outputs_table(report, title=f"{model_dir} on {data}"))
+        out.print(outputs_line(report))
+    else:
+        out.print(report_table(report, title=f"{model_dir} on {data}"))
+        out.print(summary_line(report))
     paths = write_evaluation(report, out_dir or evaluation_dir(model_dir, data))
     out.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 

@@ -31,10 +31,13 @@ SHOWN_ROWS = 50  # longer lists are summarised in one line
 def run_table(summary: dict) -> Table:
     """A finished training run: validation (and test) metrics, epochs, time, image counts."""
     table = Table(title=f"{summary['strategy']} · {summary['model']}", show_header=False)
-    for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_log_loss", "val_ece"):
+    if "kind" in summary:  # several labels per image: the report's own headline numbers
+        shown = [k for k in summary if k.startswith(("val_", "test_")) and isinstance(summary[k], float)]
+    else:
+        shown = ["val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_log_loss", "val_ece"]
+        shown += ["test_accuracy"] if "test_accuracy" in summary else []
+    for key in shown:
         table.add_row(key, f"{summary[key]:.4f}")
-    if "test_accuracy" in summary:
-        table.add_row("test_accuracy", f"{summary['test_accuracy']:.4f}")
     table.add_row("epochs (best)", f"{summary['epochs']} ({summary['best_epoch']})")
     table.add_row("train / wall seconds", f"{summary['train_seconds']:.1f} / {summary['wall_seconds']:.1f}")
     table.add_row("images train / val", f"{summary['n_train']} / {summary['n_val']}")
@@ -80,7 +83,46 @@ def summary_line(report: dict) -> str:
     )
 
 
+def _labels_text(found) -> str:
+    if isinstance(found, dict):
+        return f"{found['class']} {found['probability']:.3f}"
+    return ", ".join(f"{item['label']} {item['probability']:.3f}" for item in found) or "(none)"
+
+
+def multi_predictions_table(results: list[dict]) -> Table:
+    """One row per image: its labels above their thresholds (multi-label), or one column per task."""
+    tasks = list(results[0]["tasks"]) if "tasks" in results[0] else ["labels"]
+    table = Table("image", *tasks)
+    for row in results[:SHOWN_ROWS]:
+        found = row["tasks"] if "tasks" in row else {"labels": row["labels"]}
+        table.add_row(row["path"], *[_labels_text(found[t]) for t in tasks])
+    return table
+
+
+def outputs_table(report: dict, title: str = "Evaluation") -> Table:
+    """Per label (and per class of a single-label task): precision, recall, F1, AP, support, threshold."""
+    table = Table("task", "label", "precision", "recall", "f1", "AP", "support", "threshold", title=title)
+    tasks = report.get("tasks", {"labels": report})
+    for task, found in tasks.items():
+        rows = found.get("per_label") or found["per_class"]
+        for i, row in enumerate(rows):
+            ap, cut = row.get("ap"), row.get("threshold")
+            table.add_row(
+                task, str(row.get("label", row.get("class"))), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                f"{row['f1']:.3f}", "" if ap is None else f"{ap:.3f}", str(row["support"]),
+                "" if cut is None else f"{cut:.2f}", end_section=i == len(rows) - 1,
+            )  # fmt: skip
+    return table
+
+
+def outputs_line(report: dict) -> str:
+    """The headline numbers of a multi-label or multi-task report in one line."""
+    return " · ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in report["headline"].items()) + f" (n={report['n']})"
+
+
 def predictions_table(results: list[dict], topk: int, n_classes: int) -> Table:
+    if results and "top" not in results[0]:
+        return multi_predictions_table(results)
     table = Table("image", *[f"top{i + 1}" for i in range(min(topk, n_classes))])
     for row in results[:SHOWN_ROWS]:
         table.add_row(row["path"], *[f"{t['class']} {t['probability']:.3f}" for t in row["top"]])

@@ -13,6 +13,7 @@ import numpy as np
 from graftcv.data.duplicates import content_digests, copies_of, drop_repeated_paths, drop_seen
 from graftcv.data.images import check_image
 from graftcv.data.sets import ImageSet
+from graftcv.data.tasks import Layout
 from graftcv.errors import GraftcvError
 
 log = logging.getLogger("graftcv")
@@ -39,13 +40,23 @@ class DataSplits:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     source: str | None = None  # what the splits came from, when not a path (config.json's "data")
     duplicates: dict[str, int] = field(default_factory=dict)  # repeated paths and identical files found
+    tasks: Layout | None = None  # several labels per image: the tasks over the outputs (`classes`)
 
     @classmethod
     def from_sets(
-        cls, train: ImageSet, val: ImageSet, test: ImageSet | None = None, source: str = "in-memory splits"
+        cls,
+        train: ImageSet,
+        val: ImageSet,
+        test: ImageSet | None = None,
+        source: str = "in-memory splits",
+        tasks: Layout | None = None,
     ) -> DataSplits:
         """Splits someone already drew (compare's folds, say), checked like discovered ones; the images are
         not opened again, so they should come from `read_labelled` or `discover`."""
+        if tasks is not None:
+            if len(val) == 0:
+                raise GraftcvError(f"The validation set of {source} is empty.")
+            return cls(train, val, test, tasks.outputs, "in-memory", "given", source=source, tasks=tasks)
         classes = _check_classes(train, val, test, source)
         return cls(train, val, test, classes, "in-memory", "given", source=source)
 
@@ -63,6 +74,7 @@ class DataSplits:
             "skipped_files": len(self.skipped),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "duplicates": self.duplicates,
+            **({"kind": self.tasks.kind, "tasks": self.tasks.as_meta()} if self.tasks else {}),
         }
 
 
@@ -125,7 +137,7 @@ def _drop_unreadable(images: ImageSet, skipped: list[tuple[str, str]]) -> ImageS
     """Decode every file once (threads: PIL releases the GIL) and keep only those that work."""
     with ThreadPoolExecutor(max_workers=4) as pool:
         reasons = list(pool.map(lambda p: check_image(p) if p.exists() else "missing file", images.paths))
-    kept = ImageSet()
+    kept = ImageSet(multi=images.multi)
     for path, label, reason in zip(images.paths, images.labels, reasons, strict=True):
         if reason is None:
             kept.paths.append(path)

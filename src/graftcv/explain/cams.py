@@ -13,6 +13,7 @@ from torch import nn
 from graftcv.errors import GraftcvError
 from graftcv.explain.layers import resolve_layer
 from graftcv.explain.methods import CAM_METHODS, user_methods
+from graftcv.heads.ops import TensorHead
 
 # Forward passes per batch for the gradient-free methods, which run one pass per channel of the layer.
 PERTURBATION_BATCH = 32
@@ -29,11 +30,17 @@ class ScoreNetwork(nn.Module):
         super().__init__()
         self.backbone = classifier.backbone
         self.probe = classifier.probe
+        self.classifier = [classifier]  # in a list: not a second registered copy of the backbone
+        ops = classifier.probe.ops if classifier.probe is not None else []
+        # a multi-label or multi-task probe ends in per-task activations: the scores before them are its logits
+        self.logit_ops = TensorHead(ops[:-1]) if ops and ops[-1]["op"] == "segments" else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         out = self.backbone(images)
         if self.probe is None:
             return out.float()
+        if self.logit_ops is not None:
+            return self.logit_ops(out)
         return self.probe(out).clamp_min(1e-12).log()
 
 
@@ -56,7 +63,7 @@ class CamExplainer:
     @torch.no_grad()
     def probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """(n, C) class probabilities of the batch."""
-        return self.network(batch.to(self.device)).softmax(-1).cpu()
+        return self.network.classifier[0](batch.to(self.device)).float().cpu()
 
     def compute(self, batch: torch.Tensor, classes: list[int]) -> np.ndarray:
         """CAMs of `classes[i]` on image i: float32 (n, H, W), each scaled to [0, 1], at the batch's size."""

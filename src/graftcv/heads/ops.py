@@ -34,15 +34,36 @@ def _sigmoid2(op: dict, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([1 - p, p], dim=1)
 
 
+def activate_segments(op: dict, x: torch.Tensor) -> torch.Tensor:
+    """Softmax or sigmoid over each [start, stop, kind] slice: the probabilities of a multi-label or multi-task
+    model (`graftcv.data.tasks`)."""
+    parts = []
+    for start, stop, kind in op["segments"]:
+        part = x[:, int(start) : int(stop)]
+        parts.append(torch.sigmoid(part) if kind == "sigmoid" else part.softmax(-1))
+    return torch.cat(parts, dim=1)
+
+
+def _check_segments(op: dict) -> None:
+    segments = op.get("segments")
+    ok = isinstance(segments, list) and segments and all(
+        isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and isinstance(s[1], int) and 0 <= s[0] < s[1]
+        and s[2] in ("softmax", "sigmoid") for s in segments
+    )  # fmt: skip
+    if not ok or any(a[1] != b[0] for a, b in zip(segments, segments[1:], strict=False)) or segments[0][0] != 0:
+        raise GraftcvError("The artifact's head has a malformed 'segments' operation.")
+
+
 register_op(HeadOp("affine", "x @ weight.T + bias", lambda op, x: x @ op["weight"].T + op["bias"]))
 register_op(HeadOp("bias", "x + bias", lambda op, x: x + op["bias"]))
 register_op(HeadOp("relu", "max(x, 0)", lambda op, x: x.clamp_min(0)))
 register_op(HeadOp("l2norm", "x / |x|", lambda op, x: nn.functional.normalize(x, dim=-1)))
 register_op(HeadOp("softmax", "probabilities over classes", lambda op, x: x.softmax(-1)))
 register_op(HeadOp("sigmoid2", "two-class probabilities from one logit", _sigmoid2))
+register_op(HeadOp("segments", "softmax or sigmoid per task slice", activate_segments, check=_check_segments))
 
 # Class-probability normalisers: ONNX export splits them off to give the logits as an output of their own.
-NORMALISERS = ("softmax", "sigmoid2")
+NORMALISERS = ("softmax", "sigmoid2", "segments")
 
 
 def affine(weight: np.ndarray, bias: np.ndarray) -> dict:

@@ -12,6 +12,7 @@ from graftcv.model import load
 from graftcv.pages import escaped_names, png_uri, render_page
 from graftcv.report.figures import confusion_heatmap, learning_curves
 from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
+from graftcv.report.multi import multi_section
 from graftcv.rundir import RunDir, read_json
 
 log = logging.getLogger("graftcv")
@@ -128,10 +129,17 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
     if not history:
         notes.append("No per-epoch history: this strategy fits its head without epochs, or metrics.csv is missing.")
     notes.extend(_escape_note(classes))
-    val = _evaluation(run_dir.metrics("val"), classes)
-    if val is None:
+    multi = multi_section(run_dir, summary)
+    val = _evaluation(run_dir.metrics("val"), classes) if multi is None else None
+    if val is None and multi is None:
         notes.append("val_metrics.json is missing: no confusion matrix or per-class metrics.")
-    galleries = _galleries(run_dir, classes, notes) if cams and classes else {}
+    if multi is not None:
+        notes.append("CAMs of a model with several labels per image: `graftcv explain MODEL IMAGES --target LABEL`.")
+    galleries = _galleries(run_dir, classes, notes) if cams and classes and multi is None else {}
+    headline = [(label, summary[key]) for key, label in HEADLINE if isinstance(summary.get(key), int | float)]
+    if multi is not None:
+        headline = [(k.removeprefix("val_").replace("_", " "), v) for k, v in summary.items()
+                    if k.startswith(("val_", "test_")) and isinstance(v, float)]  # fmt: skip
     weights = config.get("weights_source") or {}
     context = {
         "title": run_dir.path.resolve().name,
@@ -139,7 +147,8 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
         "model": summary.get("model") or config.get("model"),
         "strategy": summary.get("strategy") or config.get("strategy"),
         "weights": weights.get("detail") or weights.get("kind") or summary.get("weights_source"),
-        "headline": [(label, summary[key]) for key, label in HEADLINE if isinstance(summary.get(key), int | float)],
+        "headline": headline,
+        "multi": multi,
         "summary": summary,
         "data": data_summary,
         "counts": _counts_table(data_summary, summary),
@@ -148,7 +157,7 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
         "phases": config.get("phases") or [],
         "curves": learning_curves(history) if history else None,
         "val": val,
-        "test": _evaluation(run_dir.metrics("test"), classes),
+        "test": _evaluation(run_dir.metrics("test"), classes) if multi is None else None,
         "adaptation": _adaptation(run_dir, classes),
         "galleries": galleries,
         "cam_method": CAM_METHOD,

@@ -112,6 +112,7 @@ class Service:
             onnx=meta.get("onnx") if isinstance(meta.get("onnx"), dict) else None,
             explain_methods=list(serve_cam_methods()),
             limits=asdict(self.limits),
+            tasks=meta.get("tasks") if isinstance(meta.get("tasks"), list) else None,
         )
 
 

@@ -18,13 +18,28 @@ class ClassProbability(BaseModel):
     probability: float
 
 
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
 class Prediction(BaseModel):
+    """One image's answer: `class`, `probability` and `top` for a single-label model; `labels` (multi-label) or
+    `tasks` (multi-task) and every output's `probabilities` for a model with several labels per image."""
+
     model_config = ConfigDict(populate_by_name=True)
 
     filename: str | None = Field(description="The upload's file name, as the client sent it.")
-    class_name: str = Field(alias="class", description="The most probable class.")
-    probability: float
-    top: list[ClassProbability] = Field(description="The k most probable classes, best first.")
+    class_name: str | None = Field(None, alias="class", description="The most probable class.")
+    probability: float | None = None
+    top: list[ClassProbability] | None = Field(None, description="The k most probable classes, best first.")
+    labels: list[LabelProbability] | None = Field(
+        None, description="Multi-label: every label above its decision threshold, most probable first."
+    )
+    tasks: dict[str, ClassProbability | list[LabelProbability]] | None = Field(
+        None, description="Multi-task: per task, its class (single-label task) or its labels above threshold."
+    )
+    probabilities: dict[str, float] | None = Field(None, description="Several labels: every output's probability.")
 
 
 class PredictResponse(BaseModel):
@@ -46,6 +61,7 @@ class Metadata(BaseModel):
     onnx: dict[str, Any] | None
     explain_methods: list[str]
     limits: dict[str, int]
+    tasks: list[dict[str, Any]] | None = None  # several labels per image: the tasks, their labels and thresholds
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

@@ -20,6 +20,7 @@ from graftcv.backbones import early_groups, layer_groups
 from graftcv.config import TrainConfig, parse_duration
 from graftcv.data import DataSplits, ImageDataset, build_transform, make_loader
 from graftcv.data.loaders import default_workers
+from graftcv.data.tasks import Layout
 from graftcv.errors import GraftcvError
 from graftcv.training.alignment import ALIGNMENTS, SOURCE_ONLY
 from graftcv.training.budget import (
@@ -35,6 +36,7 @@ from graftcv.training.budget import (
 from graftcv.training.callbacks import BestWeights
 from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import TransferModule
+from graftcv.training.objectives import OutputsLoss, parse_task_weights, positive_weights
 from graftcv.training.optim import OptimSettings
 from graftcv.training.phase import Phase
 from graftcv.training.regularizers import REGULARIZERS, parse_regularizers
@@ -90,9 +92,17 @@ def _mixup(config: TrainConfig, n_classes: int) -> nn.Module | None:
     )
 
 
-def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_classes: int) -> TransferModule:
+def build_module(
+    model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_classes: int, tasks: Layout | None = None
+) -> TransferModule:
+    """The Lightning module of a run; `tasks`: several labels per image (y_train then holds 0/1 rows)."""
     optim = OptimSettings(config.optimizer, config.schedule, config.weight_decay, config.momentum)
-    weights = _class_weights(y_train, n_classes) if config.balance == "weights" else None
+    objective = None
+    if tasks is not None:
+        pos_weight = positive_weights(y_train) if config.balance == "weights" else None
+        weighting = parse_task_weights(config.task_weights, len(tasks.tasks))
+        objective = OutputsLoss(tasks, weighting, config.label_smoothing, config.multilabel_loss, pos_weight)
+    weights = _class_weights(y_train, n_classes) if config.balance == "weights" and tasks is None else None
     groups = layer_groups(model)
     pretrained = config.pretrained or config.weights is not None
     frozen = early_groups(model, groups) if config.freeze_stem and pretrained else 0
@@ -106,7 +116,7 @@ def build_module(model: nn.Module, config: TrainConfig, y_train: np.ndarray, n_c
         model, groups, optim, config.label_smoothing, weights, config.bn, _mixup(config, n_classes), frozen,
         alignment, config.adaptation_weight, penalties,
         decay_pretrained=not any(r.replaces_decay for r in regularizers),
-        penalty_features=any(r.needs_features for r in regularizers),
+        penalty_features=any(r.needs_features for r in regularizers), objective=objective,
     )  # fmt: skip
 
 
@@ -243,7 +253,7 @@ def train_phases(
     recorded, so `resume` continues a killed run from its last epoch; the folder is removed at the end.
     """
     y_train = np.array(splits.train.targets(splits.classes))
-    module = build_module(model, config, y_train, len(splits.classes))
+    module = build_module(model, config, y_train, len(splits.classes), splits.tasks)
     if distributed.size() > 1:  # the same images per optimizer step as on one process, so the same recipe holds
         config = replace(config, batch_size=max(1, config.batch_size // distributed.size()))
     time_limit = parse_duration(config.max_time)

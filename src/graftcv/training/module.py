@@ -45,13 +45,16 @@ class TransferModule(L.LightningModule):
         penalties: dict[str, nn.Module] | None = None,
         decay_pretrained: bool = True,
         penalty_features: bool = False,
+        objective: nn.Module | None = None,
     ) -> None:
         """`frozen_bottom`: groups from the stem up that no phase trains (see `backbones.early_groups`).
         `alignment`: a domain-alignment loss (`training.alignment`) on the pooled features of source and target
         batches, when the training loader also yields unlabelled target images.
         `penalties`: fine-tuning regularizers (`training.regularizers`), added to the loss of image epochs;
         `penalty_features`: one of them reads the pooled features; `decay_pretrained=False`: weight decay only on
-        the classifier (L2-SP pulls the rest towards its pretrained values instead)."""
+        the classifier (L2-SP pulls the rest towards its pretrained values instead).
+        `objective`: the loss of several labels per image (`training.objectives.OutputsLoss`), replacing
+        cross-entropy; targets are then 0/1 rows."""
         super().__init__()
         self.model = model
         self.groups = groups
@@ -61,7 +64,8 @@ class TransferModule(L.LightningModule):
         self.mixup = mixup
         self.phase: Phase | None = None
         self.lr = 1e-3  # read and written by Lightning's LR finder
-        self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
+        self.objective = objective
+        self.loss = objective or nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
         self.head_dropout = nn.Dropout(getattr(model, "drop_rate", 0.0) or 0.0)
         self.val_logits: list[torch.Tensor] = []
         self.val_positions: list[torch.Tensor] = []
@@ -207,6 +211,11 @@ class TransferModule(L.LightningModule):
         if positions is not None:
             order = torch.argsort(positions)
             logits, targets = logits[order], targets[order]
+        if self.objective is not None:  # several labels: val_acc is the share of right yes/no decisions at 0.5
+            self.val_probs, self.val_targets = [self.objective.activate(logits)], [targets]
+            self.log("val_loss", self.objective.val_loss(logits, targets), prog_bar=True)
+            self.log("val_acc", ((self.val_probs[0] >= 0.5) == (targets >= 0.5)).float().mean(), prog_bar=True)
+            return
         self.val_probs, self.val_targets = [logits.softmax(-1)], [targets]
         self.log("val_loss", nn.functional.cross_entropy(logits, targets), prog_bar=True)
         self.log("val_acc", (logits.argmax(-1) == targets).float().mean(), prog_bar=True)
@@ -243,6 +252,9 @@ class TransferModule(L.LightningModule):
         extra = list(self.alignment.parameters()) if self.alignment is not None else []
         if extra:  # the domain discriminator learns at the head's rate
             param_groups.append({"params": extra, "lr": rates[-1], "weight_decay": self.optim.weight_decay})
+        weights = [p for p in self.objective.parameters()] if self.objective is not None else []
+        if weights:  # learned task weights (uncertainty weighting), at the head's rate, not decayed
+            param_groups.append({"params": weights, "lr": rates[-1], "weight_decay": 0.0})
         return param_groups
 
     def configure_optimizers(self):
