@@ -25,7 +25,7 @@ def _features(model: Model, paths: list[Path]) -> torch.Tensor:
     backbone = model.network.backbone
     found = extract_features(backbone, paths, model.data_config, network_id(backbone, model.meta["backbone"]),
                              progress=False)  # fmt: skip
-    return torch.from_numpy(np.asarray(found, dtype=np.float32))
+    return torch.from_numpy(np.array(found, dtype=np.float32))  # a copy: cached features are read-only memory maps
 
 
 def _refusal(model: Model) -> str | None:
