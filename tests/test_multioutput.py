@@ -195,6 +195,8 @@ def test_linear_probe_multilabel_round_trip(labelled: Path, tmp_path: Path) -> N
     report = model.evaluate(labelled)
     assert report["kind"] == "multi-label" and {"map_macro", "f1_micro", "hamming_loss"} <= set(report)
     assert (run.out_dir / "val_per_label.csv").is_file()
+    with pytest.raises(GraftcvError, match="one label per image"):
+        graftcv.add_class(run.out_dir / "model", labelled.parent)
 
 
 def test_multitask_finetune_with_uncertainty_weights_and_onnx_parity(two_tasks: Path, tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ def _features(model: Model, paths: list[Path]) -> torch.Tensor:
 def _refusal(model: Model) -> str | None:
     """Why this model cannot take a class, or None when it can."""
     strategy = model.meta.get("strategy")
+    if model.meta.get("tasks"):
+        return ("add-class adds a class to a model with one label per image; for several labels per image, add the "
+                "label to the CSV and train again.")  # fmt: skip
     if model.network is None or model.network.probe is None:
         return (f"{strategy or 'this'} model's classifier was trained with its backbone, so a new class needs "
                 "training again: add the class folder to the data and run graftcv train, or train a prototype or "
