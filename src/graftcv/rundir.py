@@ -128,16 +128,6 @@ def write_evaluation(report: dict, out_dir: str | Path, prefix: str = "") -> dic
     return paths
 
 
-def _chosen(tasks, row: np.ndarray, cut: np.ndarray, index: int) -> bool:
-    """Output `index` is predicted: above its threshold (multi-label task) or its task's best (single task)."""
-    for task, part in zip(tasks.tasks, tasks.slices, strict=True):
-        if part.start <= index < part.stop:
-            if task.kind == "multi":
-                return bool(row[index] >= cut[index])
-            return index == part.start + int(np.argmax(row[part]))
-    return False
-
-
 def evaluation_dir(model_dir: str | Path, data: str | Path) -> Path:
     return Path(model_dir) / EVALUATION / data_name(data)
 
@@ -192,11 +182,11 @@ class RunDir:
         write_evaluation(report, self.path, prefix=f"{split}_")
         rows = []
         if tasks is not None:
-            outputs = tasks.outputs
-            for image, label, row in zip(images.paths, images.labels, probs, strict=True):
-                cut = tasks.thresholds()
-                chosen = [outputs[i] for i in range(len(outputs)) if _chosen(tasks, row, cut, i)]
-                rows.append([str(image), label, ";".join(chosen), *(f"{p:.6f}" for p in row)])
+            outputs = np.array(tasks.outputs)
+            for image, label, row, chosen in zip(
+                images.paths, images.labels, probs, tasks.predicted(probs), strict=True
+            ):
+                rows.append([str(image), label, ";".join(outputs[chosen]), *(f"{p:.6f}" for p in row)])
             header = ["path", "labels", "predicted", *outputs]
             write_text(self.path / f"{split}_predictions.csv", _csv_text(header, rows))
             return

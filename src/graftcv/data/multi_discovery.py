@@ -106,6 +106,22 @@ def _check_training(layout: Layout, images: ImageSet, source: Path) -> None:
             raise GraftcvError(f"Label {empty[0]!r} has no usable training image.")
 
 
+def _given(flag: str, given: str | Path, zero_one: bool, layout: Layout, seen: set[str], skipped: list,
+           duplicates: dict) -> ImageSet:  # fmt: skip
+    """A validation or test CSV, checked against training, less the files an earlier split holds (whose digests,
+    `seen`, it then joins)."""
+    path = Path(given).expanduser()
+    if not path.is_file():
+        raise GraftcvError(f"{flag} {given} is not a CSV file (multi-label data takes its {flag[2:]} set as one).")
+    images, tasks = _images(path, zero_one, skipped, duplicates)
+    _check_against(layout, tasks, path, "validation" if flag == "--val" else "test")
+    digests = content_digests(images.paths)
+    images, dropped = drop_seen(images, digests, seen)
+    duplicates["copies_dropped"] += dropped
+    seen.update(digests)
+    return images
+
+
 def _task_outputs(layout: Layout) -> list[list[str]]:
     names = layout.outputs
     return [names[part] for part in layout.slices]
@@ -130,31 +146,15 @@ def discover_multi(
     duplicates["identical_files"] = copies_of(digests)
     seen = set(digests)
     if val is not None:
-        val_path = Path(val).expanduser()
-        if not val_path.is_file():
-            raise GraftcvError(f"--val {val} is not a CSV file (multi-label data takes its validation set as one).")
-        val_set, val_tasks = _images(val_path, zero_one, skipped, duplicates)
-        _check_against(layout, val_tasks, val_path, "validation")
-        val_set, dropped = drop_seen(val_set, content_digests(val_set.paths), seen)
-        duplicates["copies_dropped"] += dropped
-        val_source = str(val_path)
+        val_set = _given("--val", val, zero_one, layout, seen, skipped, duplicates)
+        val_source = str(Path(val).expanduser())
     else:
         kept, held = stratified_split(train.targets(layout.outputs), val_fraction, seed)
         train, val_set = train.subset(kept.tolist()), train.subset(held.tolist())
         val_source = f"iteratively stratified {val_fraction:g} of training (seed {seed})"
     if len(val_set) == 0:
         raise GraftcvError(f"The validation set of {source} is empty.")
-    test_set = None
-    if test is not None:
-        test_path = Path(test).expanduser()
-        if not test_path.is_file():
-            raise GraftcvError(f"--test {test} is not a CSV file (multi-label data takes its test set as one).")
-        test_set, test_tasks = _images(test_path, zero_one, skipped, duplicates)
-        _check_against(layout, test_tasks, test_path, "test")
-        test_set, dropped = drop_seen(
-            test_set, content_digests(test_set.paths), seen | set(content_digests(val_set.paths))
-        )
-        duplicates["copies_dropped"] += dropped
+    test_set = None if test is None else _given("--test", test, zero_one, layout, seen, skipped, duplicates)
     _warn_duplicates(duplicates)
     splits = DataSplits(train, val_set, test_set, layout.outputs, "csv", val_source, skipped, tasks=layout)
     splits.duplicates = duplicates

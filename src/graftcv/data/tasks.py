@@ -90,20 +90,31 @@ class Layout:
                 rows[row, index[name]] = 1.0
         return rows
 
+    def predicted(self, probs: np.ndarray) -> np.ndarray:
+        """(n, outputs) booleans: each single task's best class, each multi-label label at or above its threshold."""
+        probs = np.asarray(probs, dtype=float)
+        chosen = probs >= self.thresholds()
+        for task, part in zip(self.tasks, self.slices, strict=True):
+            if task.kind == SINGLE:
+                chosen[:, part] = np.eye(len(task.classes), dtype=bool)[probs[:, part].argmax(1)]
+        return chosen
+
     def decide(self, probs: np.ndarray) -> list[dict]:
         """Per image and task: a single task's best class and its probability; a multi task's labels above their
         thresholds, each with its probability, most probable first."""
-        cut, found = self.thresholds(), []
-        for row in np.asarray(probs, dtype=float):
+        found = []
+        for row, chosen in zip(np.asarray(probs, dtype=float), self.predicted(probs), strict=True):
             answer = {}
             for task, part in zip(self.tasks, self.slices, strict=True):
-                values = row[part]
+                values, picked = row[part], chosen[part]
+                items = [
+                    {"label": task.classes[i], "probability": float(values[i])}
+                    for i in np.argsort(-values)
+                    if picked[i]
+                ]
                 if task.kind == SINGLE:
-                    best = int(np.argmax(values))
-                    answer[task.name] = {"class": task.classes[best], "probability": float(values[best])}
-                else:
-                    chosen = [i for i in np.argsort(-values) if values[i] >= cut[part][i]]
-                    answer[task.name] = [{"label": task.classes[i], "probability": float(values[i])} for i in chosen]
+                    items = {"class": items[0]["label"], "probability": items[0]["probability"]}
+                answer[task.name] = items
             found.append(answer)
         return found
 

@@ -11,22 +11,25 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 DEFAULT_THRESHOLD = 0.5
 
 
+def f1_by_threshold(truth: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
+    """One label's F1 (0/1 truth, probabilities) at every threshold of `grid`."""
+    positives, scores = np.asarray(truth, bool), []
+    for threshold in grid:
+        predicted = np.asarray(probs, float) >= threshold
+        denominator = predicted.sum() + positives.sum()
+        scores.append(2 * np.sum(predicted & positives) / denominator if denominator else 0.0)
+    return np.array(scores)
+
+
 def choose_thresholds(truth: np.ndarray, probs: np.ndarray, grid: np.ndarray = THRESHOLD_GRID) -> np.ndarray:
     """Per label, the threshold of `grid` with the best F1 on these (validation) images; ties go to the one
     nearest 0.5, and a label with no positive image here keeps 0.5 (nothing to choose from)."""
     truth, probs = np.asarray(truth, bool), np.asarray(probs, float)
     chosen = np.full(truth.shape[1], DEFAULT_THRESHOLD)
     for label in range(truth.shape[1]):
-        positives = truth[:, label]
-        if not positives.any():
+        if not truth[:, label].any():
             continue
-        scores = []
-        for threshold in grid:
-            predicted = probs[:, label] >= threshold
-            tp = np.sum(predicted & positives)
-            denominator = predicted.sum() + positives.sum()
-            scores.append(2 * tp / denominator if denominator else 0.0)
-        scores = np.array(scores)
+        scores = f1_by_threshold(truth[:, label], probs[:, label], grid)
         candidates = np.flatnonzero(scores == scores.max())
         chosen[label] = grid[candidates[np.argmin(np.abs(grid[candidates] - DEFAULT_THRESHOLD))]]
     return chosen

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from graftcv.data.tasks import Layout, split_labels
+from graftcv.evaluation.multilabel import THRESHOLD_GRID, f1_by_threshold
 from graftcv.pages import figure_label, figure_uri, new_figure
 from graftcv.rundir import RunDir
-
-THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
 def _rows(metrics: dict | None) -> list[dict]:
@@ -47,16 +46,11 @@ def _threshold_curves(truth: np.ndarray, probs: np.ndarray, names: list[str], ch
     figure = new_figure(7, 3.6)
     axis = figure.subplots()
     for column, name in enumerate(names):
-        positives = truth[:, column] > 0
-        if not positives.any():
+        if not (truth[:, column] > 0).any():
             continue
-        scores = []
-        for cut in THRESHOLDS:
-            predicted = probs[:, column] >= cut
-            denominator = predicted.sum() + positives.sum()
-            scores.append(2 * np.sum(predicted & positives) / denominator if denominator else 0.0)
-        (line,) = axis.plot(THRESHOLDS, scores, "-", label=figure_label(name), alpha=0.85)
-        at = int(np.argmin(np.abs(THRESHOLDS - chosen[column])))
+        scores = f1_by_threshold(truth[:, column] > 0, probs[:, column])
+        (line,) = axis.plot(THRESHOLD_GRID, scores, "-", label=figure_label(name), alpha=0.85)
+        at = int(np.argmin(np.abs(THRESHOLD_GRID - chosen[column])))
         axis.plot([chosen[column]], [scores[at]], "o", color=line.get_color())
     axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
     axis.set_xlabel("threshold")

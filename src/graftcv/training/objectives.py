@@ -41,6 +41,7 @@ class OutputsLoss(nn.Module):
         """`pos_weight`: per output, the weight of a positive (--balance weights: negatives over positives)."""
         super().__init__()
         self.parts = [(s.start, s.stop, t.kind == MULTI) for t, s in zip(layout.tasks, layout.slices, strict=True)]
+        self.segments = {"segments": layout.segments()}
         self.weighting = weighting
         # Kendall, Gal & Cipolla (2018): a learned log-variance s per task, loss exp(-s)·L + s; trained with the head
         self.log_vars = nn.Parameter(torch.zeros(len(self.parts))) if weighting == "uncertainty" else None
@@ -87,9 +88,7 @@ class OutputsLoss(nn.Module):
         return total
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return activate_segments(
-            {"segments": [[a, b, "sigmoid" if m else "softmax"] for a, b, m in self.parts]}, logits
-        )
+        return activate_segments(self.segments, logits)
 
     def task_weights(self) -> list[float]:
         if self.log_vars is not None:
