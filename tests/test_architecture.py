@@ -36,6 +36,8 @@ LAYERS = {
         "rundir",
         "pages",
         "scenes",
+        "ensembles",
+        "tta",
     },
     2: {
         "api",
@@ -49,9 +51,10 @@ LAYERS = {
         "self_training",
         "new_classes",
         "lr_search",
+        "ensembling",
         "",
     },  # "" is the package itself: `import graftcv`
-    3: {"cli", "serve", "report", "compare", "fewshot"},
+    3: {"cli", "serve", "report", "compare", "fewshot", "tuning"},
 }
 LAYER_OF = {part: layer for layer, parts in LAYERS.items() for part in parts}
 MAX_LINES = 400

@@ -14,11 +14,13 @@ __all__ = [
     "Run",
     "adapt",
     "add_class",
+    "ensemble",
     "fewshot",
     "find_lr",
     "fit",
     "load",
     "predict_to_parquet",
+    "tune",
 ]
 # The API, imported on first use (PEP 562): `import graftcv`, and with it the CLI's help and usage errors, do
 # not pay for torch, timm, Lightning and scikit-learn until something trains or predicts.
@@ -26,6 +28,8 @@ _API = {
     "fit": "graftcv.api",
     "adapt": "graftcv.api",
     "add_class": "graftcv.api",
+    "ensemble": "graftcv.api",
+    "tune": "graftcv.tuning",  # a face (layer 3) over fit
     "fewshot": "graftcv.fewshot",  # a face (layer 3), like compare: not through graftcv.api
     "Adapted": "graftcv.api",
     "find_lr": "graftcv.api",

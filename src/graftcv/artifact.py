@@ -18,9 +18,10 @@ from torch import nn
 
 from graftcv.atomic import fsync_path, os_errors, write_json
 from graftcv.data.tasks import Layout
+from graftcv.ensembles import Ensemble, MemberInput
 from graftcv.errors import GraftcvError
 from graftcv.heads.ops import TensorHead, activate_segments
-from graftcv.meta import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, read_meta
+from graftcv.meta import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, meta_problem, read_meta
 from graftcv.meta import previous as _previous
 from graftcv.meta import refuse_pickle as _refuse_pickle
 
@@ -57,13 +58,36 @@ def sha256_file(path: Path) -> str:
 
 def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe: TensorHead | None = None) -> Path:
     """Write the artifact into a temporary sibling directory, then swap it in: a crash never leaves half."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     meta = dict(meta, format_version=FORMAT_VERSION, kind="probe" if probe is not None else "classifier")
     if probe is not None:
         probe_tensors, meta["probe"] = probe.state()
         tensors.update(probe_tensors)
+    return write_artifact(directory, tensors, meta)
+
+
+MEMBER_FIELDS = ("backbone", "kind", "classes", "data_config", "probe", "strategy", "head", "weights_source", "source")
+
+
+def save_ensemble(directory: str | Path, ensemble: Ensemble, meta: dict, members: list[dict]) -> Path:
+    """An ensemble as one artifact: member i's tensors under `memberI.`, its description in `members[i]`."""
+    tensors, described = {}, []
+    for i, (member, member_meta) in enumerate(zip(ensemble.members, members, strict=True)):
+        state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in member.backbone.state_dict().items()}
+        entry = {k: member_meta[k] for k in MEMBER_FIELDS if k in member_meta}
+        if member.probe is not None:
+            probe_tensors, entry["probe"] = member.probe.state()
+            state.update(probe_tensors)
+        entry["kind"] = "probe" if member.probe is not None else "classifier"
+        tensors.update({f"member{i}.{k}": v for k, v in state.items()})
+        described.append(entry)
+    meta = dict(meta, format_version=FORMAT_VERSION, kind="ensemble", members=described, weights=ensemble.weights)
+    return write_artifact(directory, tensors, meta)
+
+
+def write_artifact(directory: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
     _recover_interrupted_save(directory)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -135,8 +159,10 @@ def read_artifact(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict]
     return tensors, meta
 
 
-def build_classifier(tensors: dict[str, torch.Tensor], meta: dict) -> Classifier:
+def build_classifier(tensors: dict[str, torch.Tensor], meta: dict) -> Classifier | Ensemble:
     """Rebuild the network from the architecture name in the metadata and the stored tensors."""
+    if meta.get("kind") == "ensemble":
+        return build_ensemble(tensors, meta)
     probe = meta.get("kind") == "probe"
     try:
         backbone = timm.create_model(
@@ -154,3 +180,24 @@ def build_classifier(tensors: dict[str, torch.Tensor], meta: dict) -> Classifier
     if layout is not None and layout.outputs != list(meta["classes"]):
         raise GraftcvError("The artifact's task layout does not match its class list.")
     return Classifier(backbone, head, layout.segments() if layout is not None else None).eval()
+
+
+def build_ensemble(tensors: dict[str, torch.Tensor], meta: dict) -> Ensemble:
+    """Each member rebuilt from its own tensors and description, behind the input adapter it needs."""
+    members, weights = meta.get("members"), meta.get("weights")
+    if not isinstance(members, list) or not isinstance(weights, list) or len(members) != len(weights) or not members:
+        raise GraftcvError("The artifact's ensemble description (members and weights) is malformed.")
+    networks, inputs = [], []
+    for i, member in enumerate(members):
+        prefix = f"member{i}."
+        own = {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+        if not isinstance(member, dict) or member.get("kind") not in ("probe", "classifier"):
+            raise GraftcvError(f"Member {i} of the ensemble is not a classifier this graftcv reads.")
+        problem = meta_problem(member | {"weights_sha256": ""})
+        if problem:
+            raise GraftcvError(f"Member {i} of the ensemble is not usable: {problem}.")
+        if member["classes"] != meta["classes"]:
+            raise GraftcvError(f"Member {i} of the ensemble has other classes than the ensemble.")
+        networks.append(build_classifier(own, member))
+        inputs.append(MemberInput(meta["data_config"], member["data_config"]))
+    return Ensemble(networks, inputs, [float(w) for w in weights]).eval()

@@ -19,6 +19,7 @@ from graftcv.artifact import Classifier, build_classifier, read_artifact, read_m
 from graftcv.atomic import write_bytes
 from graftcv.data import build_transform, decode_size, evenly_spaced, load_rgb
 from graftcv.data.discovery import list_images
+from graftcv.ensembles import Ensemble
 from graftcv.errors import GraftcvError
 from graftcv.heads.ops import NORMALISERS, OPS, TensorHead, activate_segments
 from graftcv.rundir import RunDir
@@ -36,8 +37,9 @@ class ExportNetwork(nn.Module):
     logits, the pre-softmax scores of a probe head, or log-probabilities for a head that ends in
     probabilities (random forest)."""
 
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier | Ensemble) -> None:
         super().__init__()
+        self.ensemble = classifier if isinstance(classifier, Ensemble) else None
         self.backbone = classifier.backbone
         self.segments = classifier.segments
         ops = classifier.probe.ops if classifier.probe is not None else None
@@ -57,6 +59,9 @@ class ExportNetwork(nn.Module):
         self.normaliser_kind = ops[-1]["op"] if self.normaliser is not None else None
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ensemble is not None:  # averaged probabilities: their logarithm is what softmax turns into them
+            probs = self.ensemble(images)
+            return probs.clamp_min(1e-12).log(), probs
         out = self.backbone(images).float()
         if not self.has_probe:
             return out, activate_segments({"segments": self.segments}, out) if self.segments else out.softmax(-1)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from graftcv.artifact import Classifier, build_classifier, read_artifact, read_meta, save_artifact
+from graftcv.artifact import Classifier, build_classifier, read_artifact, read_meta, save_artifact, save_ensemble
 from graftcv.data import (
     ImageDataset,
     ImageSet,
@@ -27,12 +27,14 @@ from graftcv.data import (
 from graftcv.data.images import to_rgb
 from graftcv.data.shards import is_shard_source, read_manifest
 from graftcv.data.tasks import Layout
+from graftcv.ensembles import Ensemble
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
 from graftcv.evaluation.outputs import outputs_report
 from graftcv.lite import RUNTIMES
 from graftcv.onnx_forward import CheckedOnnx
 from graftcv.progress import image_progress
+from graftcv.tta import check_tta, with_tta
 
 log = logging.getLogger("graftcv")
 ImageInput = str | Path | Image.Image | list
@@ -53,9 +55,12 @@ class Model:
         meta: dict,
         device: str | None = None,
         runner: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        tta: str | None = None,
     ) -> None:
         """`runner`, when given, turns normalised image batches into probabilities instead of `network`
-        (an onnxruntime session, for `load(..., runtime="onnx")`)."""
+        (an onnxruntime session, for `load(..., runtime="onnx")`). `tta` (none | flip | flip-crops) averages every
+        prediction over flipped (and cropped) views: 2 or 10 forward passes per image; None: the artifact's own
+        choice (`tta` in graftcv.json, set by `train --preset`), else none."""
         self.device = default_device(device)
         self.network = None
         if network is not None:
@@ -66,17 +71,26 @@ class Model:
         self.classes: list[str] = list(meta["classes"])
         self.data_config: dict = meta["data_config"]
         self.tasks: Layout | None = Layout.from_meta(meta.get("tasks"))  # several labels per image
+        self.tta = check_tta(tta if tta is not None else meta.get("tta"))
 
     def _tensors(self, images: list[Image.Image]) -> torch.Tensor:
         transform = build_transform(self.data_config)
         return torch.stack([transform(to_rgb(image)) for image in images])
 
     @torch.inference_mode()
-    def _probs(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.runner is not None:
-            return self.runner(batch)
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.network(batch).float().cpu()
+    def _probs(self, batch: torch.Tensor, fast: CheckedOnnx | None = None) -> torch.Tensor:
+        """Probabilities of a normalised batch (through `fast`, an in-memory export, when it agrees), with TTA."""
+
+        def once(images: torch.Tensor) -> torch.Tensor:
+            found = fast(images) if fast is not None else None
+            if found is not None:
+                return found
+            if self.runner is not None:
+                return self.runner(images)
+            images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.network(images).float().cpu()
+
+        return with_tta(once, batch, self.tta)
 
     def predict_proba(
         self, images: ImageInput, batch_size: int = 32, progress: bool = False, num_workers: int | None = None
@@ -98,8 +112,7 @@ class Model:
         with image_progress(progress) as bar:
             task = bar.add_task("predict", total=len(paths))
             for batch, _ in loader:
-                probs = fast(batch) if fast is not None else None
-                out.append(probs if probs is not None else self._probs(batch))
+                out.append(self._probs(batch, fast))
                 bar.advance(task, len(batch))
         return torch.cat(out).numpy(), [str(p) for p in paths]
 
@@ -169,8 +182,7 @@ class Model:
         with image_progress(progress) as bar:
             task = bar.add_task(f"predict {split.name}", total=len(split))
             for batch, target, positions in loader:
-                found = fast(batch) if fast is not None else None
-                probs[positions.numpy()] = (found if found is not None else self._probs(batch)).numpy()
+                probs[positions.numpy()] = self._probs(batch, fast).numpy()
                 targets[positions.numpy()] = target.numpy()
                 bar.advance(task, len(batch))
         return (probs, targets) if with_targets else probs
@@ -258,9 +270,10 @@ class Model:
     def save(self, path: str | Path) -> Path:
         if self.network is None:
             raise GraftcvError("A model loaded with runtime='onnx' cannot be saved; load it with runtime='torch'.")
-        probe = self.network.probe
         meta = {k: v for k, v in self.meta.items() if k not in ("probe", "onnx")}  # an export belongs to its files
-        return save_artifact(path, self.network.backbone, meta, probe)
+        if isinstance(self.network, Ensemble):
+            return save_ensemble(path, self.network, meta, meta.pop("members"))
+        return save_artifact(path, self.network.backbone, meta, self.network.probe)
 
 
 def load(
@@ -269,12 +282,15 @@ def load(
     runtime: str = "torch",
     threads: int | None = None,
     explainable: bool = False,
+    tta: str | None = None,
 ) -> Model:
     """A saved model directory (model.safetensors + graftcv.json); never unpickles anything.
 
     `runtime="onnx"` (or a path to model.onnx) runs the exported model.onnx with onnxruntime; `"auto"` does so
     when the model has been exported. `explainable=True` loads the PyTorch network beside an ONNX runtime, so
-    that `explain` works too (what `graftcv serve` needs); `threads` is onnxruntime's thread count."""
+    that `explain` works too (what `graftcv serve` needs); `threads` is onnxruntime's thread count. `tta` averages
+    each prediction over flipped views (flip: 2 passes per image) or flipped corner and centre crops (flip-crops:
+    10); None keeps the model's own choice."""
     if runtime not in RUNTIMES:
         raise GraftcvError(f"Unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}.")
     if Path(path).suffix.lower() == ".onnx":
@@ -283,9 +299,9 @@ def load(
         runtime = "onnx" if isinstance(read_meta(path)[1].get("onnx"), dict) else "torch"
     if runtime == "torch":
         tensors, meta = read_artifact(path)
-        return Model(build_classifier(tensors, meta), meta, device=device)
+        return Model(build_classifier(tensors, meta), meta, device=device, tta=tta)
     from graftcv.runtime import open_onnx
 
     runner, meta = open_onnx(path, threads=threads)
     network = build_classifier(*read_artifact(path)) if explainable else None
-    return Model(network, meta, device=device, runner=runner)
+    return Model(network, meta, device=device, runner=runner, tta=tta)

@@ -1,6 +1,6 @@
 """The `graftcv` command line: a thin face over the Python API (`graftcv.cli:main` is the console script)."""
 
-from graftcv.cli import adaptation, delivery, fewshot, inference, scenes, shards, training
+from graftcv.cli import adaptation, combine, delivery, fewshot, inference, scenes, shards, training, tuning
 from graftcv.cli.application import app, err, main, out
 
 # Registered here, in the order `graftcv --help` lists them.
@@ -8,9 +8,11 @@ for _command in (
     training.train,
     shards.shard,
     training.compare,
+    tuning.tune,
     adaptation.adapt,
     fewshot.fewshot,
     fewshot.zeroshot,
+    combine.ensemble,
     training.demo,
     inference.predict,
     delivery.export,

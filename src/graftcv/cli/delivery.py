@@ -12,6 +12,12 @@ import typer
 from graftcv.cli.application import out
 from graftcv.cli.tables import models_table, parity_table
 from graftcv.errors import GraftcvError
+from graftcv.tta import check_tta
+
+TTA_HELP = (
+    "Test-time augmentation: none | flip (2 forward passes per image) | flip-crops (10: flips of 5 crops); "
+    "default: the model's own (a --preset may store flip)"
+)
 
 ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
 
@@ -60,6 +66,7 @@ def serve(
     max_file_mb: Annotated[float, typer.Option(help="Megabytes per uploaded file")] = 10.0,
     max_pixels: Annotated[int, typer.Option(help="Pixels per image (width × height)")] = 40_000_000,
     max_request_mb: Annotated[float, typer.Option(help="Megabytes per request, all files together")] = 32.0,
+    tta: Annotated[str | None, typer.Option(help=TTA_HELP)] = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, POST /explain, GET /health, GET /metadata, docs at /docs."""
     try:
@@ -69,7 +76,12 @@ def serve(
         missing = (error.name or "fastapi").split(".")[0].replace("_", "-")
         raise GraftcvError(f"{missing} is not installed, and serving needs it: pip install 'graftcv[serve]'.") from None
     limits = Limits.from_megabytes(max_files, max_file_mb, max_pixels, max_request_mb)
-    run_server(ServeSettings(str(model_dir), runtime, limits), host=host, port=port, workers=workers)
+    run_server(
+        ServeSettings(str(model_dir), runtime, limits, tta=None if tta is None else check_tta(tta)),
+        host=host,
+        port=port,
+        workers=workers,
+    )
 
 
 def models() -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from graftcv.cli.application import out
+from graftcv.cli.delivery import TTA_HELP
 from graftcv.cli.tables import (
     CAM_SCORES_NOTE,
     SHOWN_ROWS,
@@ -23,6 +24,7 @@ from graftcv.cli.tables import (
 )
 from graftcv.errors import GraftcvError
 from graftcv.explain.methods import user_methods
+from graftcv.tta import TTA_MODES, check_tta
 
 ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
 Runtime = Annotated[
@@ -49,19 +51,30 @@ def predict(
     workers: Annotated[int, typer.Option(help="With --out: predicting processes on this machine")] = 1,
     part_size: Annotated[int, typer.Option(help="With --out: images per part (the unit a rerun resumes by)")] = 10_000,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="With --out: start over, replacing its parts")] = False,
+    tta: Annotated[str | None, typer.Option(help=TTA_HELP)] = None,
 ) -> None:
     """Predict the class of each image with a saved model."""
+    from graftcv.meta import read_meta
+
+    tta = check_tta(tta if tta is not None else read_meta(model_dir)[1].get("tta"))
     if parquet is not None:
         options = dict(
             workers=workers, part_size=part_size, batch_size=batch_size, runtime=runtime, overwrite=overwrite
         )
+        if tta != "none":
+            raise GraftcvError("--tta applies to predict without --out (and to evaluate and serve).")
         return predict_parquet(model_dir, images, parquet, csv_path, topk=5 if topk is None else topk, **options)
     if workers != 1 or part_size != 10_000 or overwrite:
         raise GraftcvError("--workers, --part-size and --overwrite apply to --out PATH.parquet only.")
     topk = 1 if topk is None else topk
     from graftcv.lite import choose_runtime
 
-    if choose_runtime(model_dir, runtime) == "onnx":
+    if tta != "none":
+        import graftcv
+
+        model = graftcv.load(model_dir, runtime=choose_runtime(model_dir, runtime), tta=tta)
+        out.print(f"TTA {tta}: {TTA_MODES[tta]} forward passes per image")
+    elif choose_runtime(model_dir, runtime) == "onnx":
         from graftcv.lite import LitePredictor  # onnxruntime, numpy and PIL: no torch to import
 
         model = LitePredictor.open(model_dir)
@@ -124,13 +137,16 @@ def evaluate(
         Path | None, typer.Option("--out", help="Where to write the JSON and CSV files (default MODEL/evaluation/DATA)")
     ] = None,
     runtime: Runtime = "auto",
+    tta: Annotated[str | None, typer.Option(help=TTA_HELP)] = None,
 ) -> None:
     """Score a saved model on labelled images: per-class table, confusion matrix, calibration."""
     import graftcv
     from graftcv.lite import choose_runtime
     from graftcv.rundir import evaluation_dir, write_evaluation
 
-    model = graftcv.load(model_dir, runtime=choose_runtime(model_dir, runtime))
+    model = graftcv.load(
+        model_dir, runtime=choose_runtime(model_dir, runtime), tta=None if tta is None else check_tta(tta)
+    )
     report = model.evaluate(data, progress=True)
     if "headline" in report:  # several labels per image
         out.print(outputs_table(report, title=f"{model_dir} on {data}"))
@@ -138,7 +154,11 @@ def evaluate(
     else:
         out.print(report_table(report, title=f"{model_dir} on {data}"))
         out.print(summary_line(report))
-    paths = write_evaluation(report, out_dir or evaluation_dir(model_dir, data))
+    if model.tta != "none":
+        report["tta"] = model.tta
+        out.print(f"TTA {model.tta}: {TTA_MODES[model.tta]} forward passes per image")
+    name = data if model.tta == "none" else f"{Path(data).name}-tta-{model.tta}"
+    paths = write_evaluation(report, out_dir or evaluation_dir(model_dir, name))
     out.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 

@@ -14,6 +14,7 @@ from graftcv.cli.application import out
 from graftcv.cli.options import config_option, given, option_help, parsed, with_config_options
 from graftcv.cli.tables import compare_table, run_table
 from graftcv.config import TrainConfig
+from graftcv.errors import GraftcvError
 
 SCRATCH = "scratch"  # compare's reference: the strategy every other one is measured against
 Strategy = Annotated[str, typer.Option(help=option_help("strategy"))]
@@ -42,13 +43,28 @@ def train(
         Path | None,
         typer.Option(help="Continue the unfinished run in this dir, as recorded", rich_help_panel="Execution"),
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="fast (linear probe, 128 px: ~1 min per 1,000 images) | balanced (fine-tune 160 px in --budget, "
+            "default 10m) | best (tune 3/4 of --budget, default 20m, then ensemble and TTA when they help)",
+            rich_help_panel="Strategy",
+        ),
+    ] = None,
     **settings: Any,
 ) -> None:
     """Train a classifier on a folder of labelled images and save it with its metrics."""
     import graftcv
 
     chosen = parsed(given(settings))  # only these: a strategy's own defaults apply to the others
-    if resume is not None:
+    if preset is not None:
+        from graftcv.tuning.presets import run_preset
+
+        if resume is not None:
+            raise GraftcvError("--preset runs start afresh: drop --resume (a killed best preset resumes its study).")
+        budget = chosen.pop("budget", None)
+        run = run_preset(data, out_dir, preset, budget, **chosen)
+    elif resume is not None:
         run = graftcv.fit(data, out=resume, resume=True, **chosen)
     else:
         run = graftcv.fit(data, out=out_dir, overwrite=overwrite, **chosen)

@@ -31,11 +31,14 @@ class ScoreNetwork(nn.Module):
         self.backbone = classifier.backbone
         self.probe = classifier.probe
         self.classifier = [classifier]  # in a list: not a second registered copy of the backbone
+        self.ensemble = hasattr(classifier, "members")  # explained through its averaged probabilities
         ops = classifier.probe.ops if classifier.probe is not None else []
         # a multi-label or multi-task probe ends in per-task activations: the scores before them are its logits
         self.logit_ops = TensorHead(ops[:-1]) if ops and ops[-1]["op"] == "segments" else None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.ensemble:
+            return self.classifier[0](images).clamp_min(1e-12).log()
         out = self.backbone(images)
         if self.probe is None:
             return out.float()

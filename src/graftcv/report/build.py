@@ -10,6 +10,7 @@ from pathlib import Path
 from graftcv.errors import GraftcvError
 from graftcv.model import load
 from graftcv.pages import escaped_names, png_uri, render_page
+from graftcv.report.combined import ensemble_section, tune_section
 from graftcv.report.figures import confusion_heatmap, learning_curves
 from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
 from graftcv.report.multi import multi_section
@@ -159,6 +160,8 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
         "val": val,
         "test": _evaluation(run_dir.metrics("test"), classes) if multi is None else None,
         "adaptation": _adaptation(run_dir, classes),
+        "tune": tune_section(run_dir),
+        "ensemble": ensemble_section(summary),
         "galleries": galleries,
         "cam_method": CAM_METHOD,
         "notes": notes,

@@ -50,6 +50,7 @@ class ServeSettings:
     runtime: str = "auto"
     limits: Limits = field(default_factory=Limits)
     threads: int | None = None
+    tta: str | None = None  # test-time augmentation of every /predict (none | flip | flip-crops; None: the model's)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -75,7 +76,7 @@ class Service:
         self.limits = settings.limits.check()
         # explainable: an ONNX-run model keeps the PyTorch network too, which /explain needs
         self.model = graftcv.load(
-            settings.model, device="cpu", runtime=settings.runtime, threads=threads, explainable=True
+            settings.model, device="cpu", runtime=settings.runtime, threads=threads, explainable=True, tta=settings.tta
         )
         self.runtime = self.model.runtime
         self.draft_size = decode_size(self.model.data_config)
@@ -113,6 +114,7 @@ class Service:
             explain_methods=list(serve_cam_methods()),
             limits=asdict(self.limits),
             tasks=meta.get("tasks") if isinstance(meta.get("tasks"), list) else None,
+            tta=self.model.tta,
         )
 
 

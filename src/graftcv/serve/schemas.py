@@ -62,6 +62,7 @@ class Metadata(BaseModel):
     explain_methods: list[str]
     limits: dict[str, int]
     tasks: list[dict[str, Any]] | None = None  # several labels per image: the tasks, their labels and thresholds
+    tta: str = "none"  # test-time augmentation of every prediction: none | flip (2 passes) | flip-crops (10)
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

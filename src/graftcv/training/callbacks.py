@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import sys
 import time
+from collections.abc import Iterator
 
 import lightning as L
 import torch
@@ -126,3 +129,35 @@ class RunProgressBar(RichProgressBar):
             done = trainer.fit_loop.epoch_loop.batch_progress.current.ready / trainer.num_training_batches
             items["run ETA"] = format_seconds(self.clock.eta(min(done, 1.0)))
         return items
+
+
+# Who hears each epoch's metrics beyond the run itself (graftcv tune's pruner): set with `listening`, read by every
+# Trainer the run builds. A context variable rather than an argument threaded through fit, train and each phase.
+_LISTENERS: contextvars.ContextVar[tuple] = contextvars.ContextVar("graftcv_epoch_listeners", default=())
+
+
+@contextlib.contextmanager
+def listening(listener) -> Iterator[None]:
+    """Call `listener(metrics)` after every training epoch (of every phase) of the runs inside the block; an
+    exception it raises (a pruned trial) ends the run."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
+
+
+def listeners() -> tuple:
+    return _LISTENERS.get()
+
+
+class EpochListeners(L.Callback):
+    """Each epoch's validation metrics handed to the listeners of `listening`."""
+
+    def __init__(self, found: tuple) -> None:
+        self.found = found
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        for listener in self.found:
+            listener(metrics)

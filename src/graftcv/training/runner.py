@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from graftcv import distributed
 from graftcv.errors import GraftcvError
 from graftcv.training.budget import RunClock
-from graftcv.training.callbacks import BestWeights, EpochLog, RunProgressBar
+from graftcv.training.callbacks import BestWeights, EpochListeners, EpochLog, RunProgressBar, listeners
 from graftcv.training.checkpoint import SafetensorsCheckpointIO
 from graftcv.training.module import TransferModule
 from graftcv.training.phase import Phase
@@ -98,6 +98,8 @@ def make_trainer(
                 enable_version_counter=False,
             ),
         ]
+    if listeners():
+        callbacks = [*callbacks, EpochListeners(listeners())]
     world = distributed.current()
     placement: dict = {"devices": 1 if devices == "auto" else devices}  # "auto" would start one process per GPU
     if world is not None and world.size > 1:
