@@ -97,3 +97,27 @@ def test_tta_shape_and_flip_symmetric_image(members, mode, tmp_path):
 def test_unknown_tta_is_one_sentence(members):
     with pytest.raises(GraftcvError, match="Unknown --tta"):
         graftcv.load(members["runs"][0].out_dir / "model", tta="rotate")
+
+
+def test_cli_ensemble_and_tta(members, monkeypatch, capsys, restore_logging):
+    import sys
+
+    import graftcv.cli
+
+    def main_exit(argv: list[str]) -> int:
+        monkeypatch.setattr(sys, "argv", argv)
+        try:
+            graftcv.cli.main()
+        except SystemExit as done:
+            return done.code or 0
+        return 0
+
+    tuned, probe = members["runs"]
+    out = members["base"] / "cli-ensemble"
+    assert main_exit(["graftcv", "ensemble", str(tuned.out_dir), str(probe.out_dir), "--out", str(out)]) == 0
+    assert "ensemble (learned weights)" in capsys.readouterr().out
+    image = str(members["images"][0])
+    assert main_exit(["graftcv", "predict", str(out / "model"), image, "--tta", "flip"]) == 0
+    assert "TTA flip: 2 forward passes per image" in capsys.readouterr().out
+    assert main_exit(["graftcv", "ensemble", str(tuned.out_dir), "--out", str(out / "x")]) == 2
+    assert "at least two models" in capsys.readouterr().err

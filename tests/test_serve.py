@@ -395,3 +395,15 @@ def test_non_loopback_host_is_warned_about(model_dir, monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="graftcv"):
         serve(ServeSettings(str(model_dir), runtime="torch"), host="0.0.0.0", port=free_port())
     assert "no authentication" in caplog.text
+
+
+def test_served_tta_matches_the_python_api(model_dir):
+    import graftcv
+
+    app = create_app(ServeSettings(str(model_dir), runtime="torch", limits=LIMITS, threads=2, tta="flip"))
+    with TestClient(app) as tta_client:
+        assert tta_client.get("/metadata").json()["tta"] == "flip"
+        served = tta_client.post("/predict", files=[("files", ("a.jpg", JPEG, "image/jpeg"))], params={"topk": 3})
+    expected = graftcv.load(model_dir, tta="flip").predict([Image.open(io.BytesIO(JPEG))], topk=3)[0]
+    got = served.json()["predictions"][0]
+    assert got["class"] == expected["class"] and abs(got["probability"] - expected["probability"]) < 1e-5
