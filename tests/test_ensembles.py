@@ -121,3 +121,20 @@ def test_cli_ensemble_and_tta(members, monkeypatch, capsys, restore_logging):
     assert "TTA flip: 2 forward passes per image" in capsys.readouterr().out
     assert main_exit(["graftcv", "ensemble", str(tuned.out_dir), "--out", str(out / "x")]) == 2
     assert "at least two models" in capsys.readouterr().err
+
+
+def test_greedy_soup_is_one_network_of_averaged_weights(members, tmp_path):
+    from conftest import TINY
+
+    tuned = members["runs"][0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GRAFTCV_CACHE", str(members["base"] / "cache"))
+        other = graftcv.fit(members["data"], out=tmp_path / "other", strategy="head", **(TINY | {"lr": 3e-2}))
+    run = graftcv.ensemble([tuned.out_dir, other.out_dir], tmp_path / "soup", weights="soup")
+    meta = json.loads((tmp_path / "soup" / "model" / "graftcv.json").read_text())
+    assert meta["kind"] == "classifier" and meta["backbone"] == "resnet10t" and 1 <= len(meta["soup"]) <= 2
+    assert sum(1 for w in run.summary["weights"] if w > 0) == len(meta["soup"])
+    best_member = max(r["val_accuracy"] for r in run.summary["members"])
+    assert run.summary["val_accuracy"] >= best_member - 1e-9  # greedy: never below its first ingredient
+    with pytest.raises(GraftcvError, match="cannot join a soup"):
+        graftcv.ensemble([tuned.out_dir, members["runs"][1].out_dir], tmp_path / "bad-soup", weights="soup")

@@ -8,20 +8,21 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from graftcv.artifact import Classifier, build_classifier, read_artifact, save_ensemble, update_meta
+from graftcv.artifact import Classifier, build_classifier, read_artifact, save_artifact, save_ensemble, update_meta
 from graftcv.data import ImageSet
 from graftcv.ensembles import Ensemble, MemberInput, ensemble_data_config, negative_log_likelihood, select_weights
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
 from graftcv.evaluation.outputs import headline
 from graftcv.meta import META_FILE
-from graftcv.model import load
+from graftcv.model import Model, load
 from graftcv.outcomes import Run, versions
 from graftcv.rundir import RunDir
 
 log = logging.getLogger("graftcv")
-WEIGHTINGS = ("learned", "equal")
+WEIGHTINGS = ("learned", "equal", "soup")
 
 
 def model_directory(path: str | Path) -> Path:
@@ -71,7 +72,7 @@ def ensemble(models: list[str | Path], out: str | Path, weights: str = "learned"
     the members' validation and (when they have one) test images, by running the saved artifact itself."""
     started = time.perf_counter()
     if weights not in WEIGHTINGS:
-        raise GraftcvError(f"Unknown --weights {weights!r}: choose learned or equal.")
+        raise GraftcvError(f"Unknown --weights {weights!r}: choose learned, equal or soup.")
     if len(models) < 2:
         raise GraftcvError("An ensemble needs at least two models.")
     run_dir = RunDir(Path(out))
@@ -92,25 +93,27 @@ def ensemble(models: list[str | Path], out: str | Path, weights: str = "learned"
         raise GraftcvError("Every member needs its val_predictions.csv (a finished graftcv train run around it).")
     val_images, val_probs = val
     val_targets = np.array(val_images.targets(classes))
-    chosen = select_weights(val_probs, val_targets) if weights == "learned" else [1 / len(loaded)] * len(loaded)
-
     networks: list[Classifier] = [build_classifier(tensors, meta) for tensors, meta in loaded]
-    data_config = ensemble_data_config([meta["data_config"] for _, meta in loaded])
-    network = Ensemble(networks, [MemberInput(data_config, m["data_config"]) for _, m in loaded], chosen)
-    names = [meta["backbone"] for _, meta in loaded]
-    meta = {
-        "backbone": f"ensemble({'+'.join(names)})",
-        "classes": classes,
-        "data_config": data_config,
-        "strategy": "ensemble",
-        "head": None,
-        "weighting": weights,
-        "versions": versions(),
-        "created": datetime.now().isoformat(timespec="seconds"),
-    }
-    members = [m | {"source": str(d)} for d, (_, m) in zip(member_dirs, loaded, strict=True)]
     run_dir.path.mkdir(parents=True, exist_ok=True)
-    save_ensemble(run_dir.model, network, meta, members)
+    if weights == "soup":
+        meta, chosen = _save_soup(networks, [m for _, m in loaded], member_dirs, val_images, run_dir)
+    else:
+        chosen = select_weights(val_probs, val_targets) if weights == "learned" else [1 / len(loaded)] * len(loaded)
+        data_config = ensemble_data_config([meta["data_config"] for _, meta in loaded])
+        network = Ensemble(networks, [MemberInput(data_config, m["data_config"]) for _, m in loaded], chosen)
+        names = [meta["backbone"] for _, meta in loaded]
+        meta = {
+            "backbone": f"ensemble({'+'.join(names)})",
+            "classes": classes,
+            "data_config": data_config,
+            "strategy": "ensemble",
+            "head": None,
+            "weighting": weights,
+            "versions": versions(),
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
+        members = [m | {"source": str(d)} for d, (_, m) in zip(member_dirs, loaded, strict=True)]
+        save_ensemble(run_dir.model, network, meta, members)
     model = load(run_dir.model)
 
     reports, sizes = {}, {}
@@ -140,7 +143,7 @@ def ensemble(models: list[str | Path], out: str | Path, weights: str = "learned"
         "seed": first.get("seed"),
     })  # fmt: skip
     summary = {
-        "strategy": "ensemble",
+        "strategy": "ensemble" if weights != "soup" else "soup",
         "model": meta["backbone"],
         "weighting": weights,
         "weights": [round(w, 4) for w in chosen],
@@ -154,3 +157,54 @@ def ensemble(models: list[str | Path], out: str | Path, weights: str = "learned"
     }
     run_dir.write_summary(summary)
     return Run(out_dir=run_dir.path, model=model, summary=summary, config=run_dir.config() or {})
+
+
+def _average(states: list[dict]) -> dict:
+    """The mean of same-shaped state dicts; integer buffers (BatchNorm's step count) are the first one's."""
+    return {
+        k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone()
+        for k, v in states[0].items()
+    }
+
+
+def _save_soup(
+    networks: list[Classifier], metas: list[dict], member_dirs: list[Path], val_images: ImageSet, run_dir: RunDir
+) -> tuple[dict, list[float]]:
+    """Greedy soup (Wortsman et al., 2022): the members' weights averaged, adding them best first (by validation
+    accuracy) and keeping each only when the averaged network's validation accuracy does not drop. The members
+    must be one architecture fine-tuned from the same pretrained weights (tune's trials of one backbone, say)."""
+    first = metas[0]
+    for directory, meta, network in zip(member_dirs, metas, networks, strict=True):
+        same = meta["backbone"] == first["backbone"] and meta["data_config"] == first["data_config"]
+        if not same or network.probe is not None or meta.get("kind") != "classifier":
+            raise GraftcvError(
+                f"{directory} cannot join a soup with {member_dirs[0]}: a soup averages the weights of fine-tuned "
+                "networks of one backbone and input (no probe heads)."
+            )
+    classes, paths = list(first["classes"]), [str(p) for p in val_images.paths]
+    truth = np.array(val_images.targets(classes))
+
+    def accuracy(state: dict) -> float:
+        networks[0].backbone.load_state_dict(state)
+        probs, _ = Model(networks[0], first).predict_proba(paths)
+        return float((probs.argmax(1) == truth).mean())
+
+    states = [{k: v.detach().clone() for k, v in n.backbone.state_dict().items()} for n in networks]
+    scores = [accuracy(state) for state in states]
+    order = sorted(range(len(states)), key=lambda i: -scores[i])
+    kept, best = [order[0]], scores[order[0]]
+    for i in order[1:]:
+        score = accuracy(_average([states[j] for j in [*kept, i]]))
+        log.info("soup: with %s, val accuracy %.4f (so far %.4f)", member_dirs[i], score, best)
+        if score >= best:
+            kept, best = [*kept, i], score
+    averaged = _average([states[j] for j in kept])
+    meta = {k: v for k, v in first.items() if k not in ("weights_sha256", "onnx", "metrics", "format_version", "kind")}
+    meta |= {"soup": [str(member_dirs[j]) for j in kept], "weighting": "soup", "created": datetime.now().isoformat()}
+    save_artifact(run_dir.model, _with_state(networks[0], averaged).backbone, meta)
+    return meta | {"backbone": first["backbone"]}, [1 / len(kept) if i in kept else 0.0 for i in range(len(states))]
+
+
+def _with_state(network: Classifier, state: dict) -> Classifier:
+    network.backbone.load_state_dict(state)
+    return network

@@ -14,7 +14,11 @@ def ensemble(
     models: Annotated[list[Path], typer.Argument(help="Two or more run (or model) directories trained on one split")],
     out_dir: Annotated[Path, typer.Option("--out", help="Where the ensemble run goes (its model in OUT/model)")],
     weights: Annotated[
-        str, typer.Option(help="learned (greedy ensemble selection on validation predictions) | equal")
+        str,
+        typer.Option(
+            help="learned (greedy ensemble selection on validation predictions) | equal | soup (greedy soup: one "
+            "network, the members' weights averaged while validation accuracy holds; one backbone, fine-tuned)"
+        ),
     ] = "learned",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out")] = False,
 ) -> None:

@@ -93,7 +93,7 @@ def _best(data, out: Path, budget: str, settings: dict, started: float) -> Run:
             chosen, best_val = out / "ensemble", combined.summary["val_accuracy"]
         log.info("ensemble of the top %d trials: val accuracy %.4f (best trial %.4f)", len(members),
                  combined.summary.get("val_accuracy"), tuned.summary.get("val_accuracy"))  # fmt: skip
-    from graftcv.tuning.study import copy_run
+    from graftcv.tuning.results import copy_run
 
     copy_run(chosen, out)
     _choose_tta(out)

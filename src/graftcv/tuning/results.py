@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import shutil
 import warnings
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from graftcv.rundir import RunDir
 from graftcv.tuning.space import Space
 
 log = logging.getLogger("graftcv")
+STUDY_FILE = "study.db"
+TRIALS = "trials"
 TUNE_FILE = "tune.json"
 TRIALS_CSV = "trials.csv"
 TRIALS_JSON = "trials.json"
@@ -99,6 +102,22 @@ def write_plots(study, out: Path, found: dict) -> list[str]:
     return written
 
 
+def copy_run(source: Path, target: Path) -> None:
+    """The best trial's run files into OUT (its model replaced whole, never half)."""
+    for item in source.iterdir():
+        if item.name in ("checkpoints", TRIALS, STUDY_FILE, "refit") or item.name.startswith("."):
+            continue
+        destination = target / item.name
+        if item.is_dir():
+            staging = target / f".{item.name}.copy"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(item, staging)
+            shutil.rmtree(destination, ignore_errors=True)
+            staging.rename(destination)
+        else:
+            shutil.copy2(item, destination)
+
+
 def write_trials(rows: list[dict], out: Path) -> None:
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with (out / TRIALS_CSV).open("w", newline="") as handle:
@@ -111,8 +130,6 @@ def write_trials(rows: list[dict], out: Path) -> None:
 def finish(
     study, space: Space, splits: DataSplits, out: Path, fixed: dict, storage: str, budget: str | None, seconds: float
 ) -> Run:
-    from graftcv.tuning.study import copy_run
-
     best = best_trial(study)
     rows = trial_rows(study)
     write_trials(rows, out)

@@ -4,7 +4,6 @@ database Optuna takes) so a killed tune resumes and several processes share one 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -15,12 +14,11 @@ from graftcv.errors import GraftcvError
 from graftcv.fitting import fit, resolve_config
 from graftcv.planning import draw_splits
 from graftcv.training.callbacks import listening
+from graftcv.tuning.results import STUDY_FILE, TRIALS, finish
 from graftcv.tuning.space import Space, read_space
 
 log = logging.getLogger("graftcv")
 SAMPLERS = ("tpe", "random", "grid")
-STUDY_FILE = "study.db"
-TRIALS = "trials"
 FAILURES_BEFORE_STOP = 3  # failed trials, with none finished, that end the study
 SPLIT_SETTINGS = ("val", "test", "val_fraction")  # consumed by the one draw of the splits, not given to trials
 MIN_TRIAL_SECONDS = 15  # a trial with less time left than this is not started
@@ -167,8 +165,6 @@ def tune(
     study. Returns the `Run` of the chosen model, whose summary holds the study's figures."""
     import optuna
 
-    from graftcv.tuning.results import finish
-
     if budget is None and trials is None:
         raise GraftcvError("Give --budget, --trials or both: the study needs to know when to stop.")
     if trials is not None and trials < 1:
@@ -211,19 +207,3 @@ def tune(
             first = failed[0].user_attrs.get("error", "see the log")
             raise GraftcvError(f"Every trial failed ({len(failed)}); the first said: {first}")
     return finish(study, search, splits, out, fixed, url, budget, time.monotonic() - started)
-
-
-def copy_run(source: Path, target: Path) -> None:
-    """The best trial's run files into OUT (its model replaced whole, never half)."""
-    for item in source.iterdir():
-        if item.name in ("checkpoints", TRIALS, STUDY_FILE, "refit") or item.name.startswith("."):
-            continue
-        destination = target / item.name
-        if item.is_dir():
-            staging = target / f".{item.name}.copy"
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(item, staging)
-            shutil.rmtree(destination, ignore_errors=True)
-            staging.rename(destination)
-        else:
-            shutil.copy2(item, destination)

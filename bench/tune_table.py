@@ -1,0 +1,53 @@
+"""The issue-21 table of one set: test accuracy, macro-F1, seconds and the change against the default train.
+
+.venv/bin/python bench/tune_table.py bench/out/issue21/flowers5
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROWS = [  # (label, directory, kind): kind "run" reads summary.json, "eval" an evaluate --out metrics.json
+    ("default train (Lite0, finetune)", "default", "run"),
+    ("default, re-evaluated (no TTA)", "eval-plain", "eval"),
+    ("default + TTA flip", "eval-flip", "eval"),
+    ("default + TTA flip-crops", "eval-flipcrops", "eval"),
+    ("Lite1 default", "lite1", "run"),
+    ("Lite2 default", "lite2", "run"),
+    ("ensemble Lite0/1/2, learned weights", "ens-learned", "run"),
+    ("ensemble Lite0/1/2, equal weights", "ens-equal", "run"),
+    ("ensemble learned + TTA flip", "eval-ens-flip", "eval"),
+    ("tune --budget 20m", "tune", "run"),
+    ("ensemble of tune's top 3 trials", "tune-top3", "run"),
+    ("train --preset best --budget 20m", "preset-best", "run"),
+]
+STEPS = {"eval-flip": "eval-flip", "eval-flipcrops": "eval-flipcrops", "eval-ens-flip": "ens-learned-flip"}
+
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    seconds = {}
+    if (root / "seconds.txt").is_file():
+        for line in (root / "seconds.txt").read_text().splitlines():
+            name, value = line.split()
+            seconds[name] = float(value)
+    base = None
+    print("| row | test acc | test macro-F1 | seconds | Δ test acc vs default (points) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, name, kind in ROWS:
+        path = root / name / ("summary.json" if kind == "run" else "metrics.json")
+        if not path.is_file():
+            continue
+        found = json.loads(path.read_text())
+        acc = found["test_accuracy"] if kind == "run" else found["accuracy"]
+        f1 = found["test_macro_f1"] if kind == "run" else found["macro_f1"]
+        base = acc if base is None else base
+        spent = seconds.get(STEPS.get(name, name)) or found.get("preset_seconds") or found.get("wall_seconds")
+        shown = f"{spent:.0f}" if spent else "–"
+        print(f"| {label} | {acc:.4f} | {f1:.4f} | {shown} | {100 * (acc - base):+.1f} |")
+
+
+if __name__ == "__main__":
+    main()
