@@ -14,6 +14,7 @@ __all__ = [
     "Run",
     "adapt",
     "add_class",
+    "bag",
     "ensemble",
     "fewshot",
     "find_lr",
@@ -29,6 +30,7 @@ _API = {
     "adapt": "graftcv.api",
     "add_class": "graftcv.api",
     "ensemble": "graftcv.api",
+    "bag": "graftcv.api",
     "tune": "graftcv.tuning",  # a face (layer 3) over fit
     "fewshot": "graftcv.fewshot",  # a face (layer 3), like compare: not through graftcv.api
     "Adapted": "graftcv.api",

@@ -72,6 +72,10 @@ class TrainConfig:
     unfreeze: int = setting(2, "partial: backbone groups that train", "Strategy")
     unfreeze_every: int = setting(1, "progressive: epochs per group", "Strategy")
     epochs: int | None = setting(None, "Epochs of the main phase (default: the strategy's)", "Strategy")
+    snapshots: int = setting(
+        0, "Snapshot ensemble: the main phase run as K learning-rate cycles, a member from each cycle's end, and a "
+        "greedy soup of its best epochs (0: off)", "Strategy",
+    )  # fmt: skip
     head_epochs: int = setting(20, "finetune: head epochs on features", "Strategy")
     lr: float | str | None = setting(None, "Learning rate, or 'auto' (default: the strategy's)", "Optimisation")
     head_lr: float = setting(3e-3, "Learning rate of head phases", "Optimisation")
@@ -145,6 +149,8 @@ class TrainConfig:
                 raise GraftcvError(f"--{name.replace('_', '-')} must be at least 1.")
         if self.micro_batch is not None and self.micro_batch < 1:
             raise GraftcvError("--micro-batch must be at least 1.")
+        if self.snapshots == 1 or self.snapshots < 0:
+            raise GraftcvError("--snapshots needs at least 2 cycles (0: off).")
         if self.epochs is not None and self.epochs < 1:
             raise GraftcvError("--epochs must be at least 1.")
         for name in ("size", "train_size"):

@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from graftcv.artifact import Classifier, build_classifier, read_artifact, save_artifact, save_ensemble, update_meta
 from graftcv.data import ImageSet
@@ -17,9 +16,10 @@ from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
 from graftcv.evaluation.outputs import headline
 from graftcv.meta import META_FILE
-from graftcv.model import Model, load
+from graftcv.model import load
 from graftcv.outcomes import Run, versions
 from graftcv.rundir import RunDir
+from graftcv.snapshotting import greedy_soup
 
 log = logging.getLogger("graftcv")
 WEIGHTINGS = ("learned", "equal", "soup")
@@ -159,14 +159,6 @@ def ensemble(models: list[str | Path], out: str | Path, weights: str = "learned"
     return Run(out_dir=run_dir.path, model=model, summary=summary, config=run_dir.config() or {})
 
 
-def _average(states: list[dict]) -> dict:
-    """The mean of same-shaped state dicts; integer buffers (BatchNorm's step count) are the first one's."""
-    return {
-        k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone()
-        for k, v in states[0].items()
-    }
-
-
 def _save_soup(
     networks: list[Classifier], metas: list[dict], member_dirs: list[Path], val_images: ImageSet, run_dir: RunDir
 ) -> tuple[dict, list[float]]:
@@ -181,30 +173,9 @@ def _save_soup(
                 f"{directory} cannot join a soup with {member_dirs[0]}: a soup averages the weights of fine-tuned "
                 "networks of one backbone and input (no probe heads)."
             )
-    classes, paths = list(first["classes"]), [str(p) for p in val_images.paths]
-    truth = np.array(val_images.targets(classes))
-
-    def accuracy(state: dict) -> float:
-        networks[0].backbone.load_state_dict(state)
-        probs, _ = Model(networks[0], first).predict_proba(paths)
-        return float((probs.argmax(1) == truth).mean())
-
     states = [{k: v.detach().clone() for k, v in n.backbone.state_dict().items()} for n in networks]
-    scores = [accuracy(state) for state in states]
-    order = sorted(range(len(states)), key=lambda i: -scores[i])
-    kept, best = [order[0]], scores[order[0]]
-    for i in order[1:]:
-        score = accuracy(_average([states[j] for j in [*kept, i]]))
-        log.info("soup: with %s, val accuracy %.4f (so far %.4f)", member_dirs[i], score, best)
-        if score >= best:
-            kept, best = [*kept, i], score
-    averaged = _average([states[j] for j in kept])
+    averaged, kept = greedy_soup(networks[0], first, states, val_images, [str(d) for d in member_dirs])
     meta = {k: v for k, v in first.items() if k not in ("weights_sha256", "onnx", "metrics", "format_version", "kind")}
     meta |= {"soup": [str(member_dirs[j]) for j in kept], "weighting": "soup", "created": datetime.now().isoformat()}
-    save_artifact(run_dir.model, _with_state(networks[0], averaged).backbone, meta)
+    save_artifact(run_dir.model, networks[0].backbone, meta)
     return meta | {"backbone": first["backbone"]}, [1 / len(kept) if i in kept else 0.0 for i in range(len(states))]
-
-
-def _with_state(network: Classifier, state: dict) -> Classifier:
-    network.backbone.load_state_dict(state)
-    return network

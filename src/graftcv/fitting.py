@@ -35,6 +35,7 @@ from graftcv.planning import (
     recorded_settings,
 )
 from graftcv.rundir import RunDir, claimed, data_name, default_run_dir, staging_dir, swap_in
+from graftcv.snapshotting import save_snapshot_models, snapshot_plan
 from graftcv.strategies import STRATEGIES, Strategy
 
 log = logging.getLogger("graftcv")
@@ -90,6 +91,8 @@ def prepare(data: DataInput, settings: dict) -> Prepared:
     model_id = network_id(backbone.model, config.model)
     knobs = strategy.settings(config)
     phases = strategy.plan(knobs)
+    if config.snapshots:
+        phases = snapshot_plan(config, strategy, splits, phases)
     record = config.to_dict() | {
         "data": source,
         "data_config": backbone.data_config,
@@ -207,6 +210,7 @@ def train(prep: Prepared, features: Features | None, run_dir: RunDir, resume: bo
         outcome.epochs,
         outcome.best_epoch,
         outcome.lr_found,
+        outcome.snapshots,
     )
 
 
@@ -297,6 +301,8 @@ def finished_run(out_dir: str) -> Run:
 def refuse_in_ddp(settings: dict) -> None:
     if settings.get("budget"):
         raise GraftcvError("--budget plans a run of one process; with several, give --epochs or --max-time instead.")
+    if settings.get("snapshots"):
+        raise GraftcvError("--snapshots keeps its members on one process: train them without --devices/--num-nodes.")
     if settings.get("lr") == "auto":
         raise GraftcvError("--lr auto runs on one process: find the rate with `graftcv lr-find`, then pass --lr.")
 
@@ -376,6 +382,10 @@ def _run(prep: Prepared, run_dir: RunDir, final: Path, resume: bool, wall_start:
     seconds = (train_seconds, time.perf_counter() - wall_start)
     summary = summarize(prep, trained, features, val_report, test_report, run_dir, seconds)
     summary["model_dir"] = str(RunDir(final).model)
+    if trained.snapshots is not None:
+        summary["snapshots"] = save_snapshot_models(
+            prep, trained, model, run_dir, final, {"val": val_report, "test": test_report}
+        )
     if timing is not None:
         rates = {"train": round(timing.rates.train, 1), "forward": round(timing.rates.forward, 1)}
         summary |= {

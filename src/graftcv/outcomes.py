@@ -50,6 +50,7 @@ class Trained:
     epochs: int
     best_epoch: int
     lr_found: float | None
+    snapshots: object | None = None  # --snapshots: training's EpochStates (cycle ends, best epochs)
 
 
 def versions() -> dict:

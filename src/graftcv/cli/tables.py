@@ -43,6 +43,12 @@ def run_table(summary: dict) -> Table:
     table.add_row("images train / val", f"{summary['n_train']} / {summary['n_val']}")
     table.add_row("train images per class", " · ".join(f"{k} {v}" for k, v in summary["train_counts"].items()))
     table.add_row("skipped files", str(summary["skipped_files"]))
+    for name, row in summary.get("snapshots", {}).items():  # --snapshots: the best epoch against its variants
+        scores = " · ".join(
+            f"{split} {row[f'{split}_accuracy']:.4f}" for split in ("val", "test") if f"{split}_accuracy" in row
+        )
+        where = "model/" if name == "best_epoch" else f"snapshots/{name}/"
+        table.add_row(f"{name.replace('_', ' ')} accuracy", f"{scores}  ({where})")
     return table
 
 

@@ -51,12 +51,30 @@ def train(
             rich_help_panel="Strategy",
         ),
     ] = None,
+    bagging: Annotated[
+        int | None,
+        typer.Option(
+            help="Train K members on bootstrap samples of the training split; OUT's model is their average "
+            "(each member under OUT/members/I)",
+            rich_help_panel="Strategy",
+        ),
+    ] = None,
     **settings: Any,
 ) -> None:
     """Train a classifier on a folder of labelled images and save it with its metrics."""
     import graftcv
 
     chosen = parsed(given(settings))  # only these: a strategy's own defaults apply to the others
+    if bagging is not None and (preset is not None or resume is not None):
+        raise GraftcvError("--bagging trains its own members afresh: drop --preset and --resume.")
+    if bagging is not None:
+        from graftcv.cli.combine import ensemble_table
+
+        run = graftcv.bag(data, bagging, out_dir, overwrite=overwrite, **chosen)
+        out.print(ensemble_table(run.summary))
+        out.print(f"model: [bold]{run.summary['model_dir']}[/]   run: {run.out_dir}")
+        write_report(run.out_dir)
+        return
     if preset is not None:
         from graftcv.tuning.presets import run_preset
 

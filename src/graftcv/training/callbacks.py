@@ -62,6 +62,41 @@ class BestWeights(L.Callback):
         self.state, self.val_probs, self.val_targets = state["state"], state["val_probs"], state["val_targets"]
 
 
+class EpochStates(L.Callback):
+    """The weights and validation outputs of each cycle's last epoch (snapshot ensemble members) and of the `keep`
+    epochs with the lowest validation loss (soup ingredients), in memory; one instance spans every cycle."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.epoch_offset = 0
+        self.latest: dict | None = None
+        self.cycle_ends: list[dict] = []
+        self.best: list[dict] = []
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        loss = trainer.callback_metrics.get("val_loss")
+        if trainer.sanity_checking or loss is None:
+            return
+        self.latest = {
+            "epoch": self.epoch_offset + trainer.current_epoch + 1,
+            "val_loss": float(loss),
+            "state": {k: v.detach().clone() for k, v in module.model.state_dict().items()},
+            "val_probs": torch.cat(module.val_probs),
+        }
+        self.best = sorted([*self.best, self.latest], key=lambda e: e["val_loss"])[: self.keep]
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.latest is not None:  # before BestWeights restores the best epoch: this is where the cycle ended
+            self.cycle_ends.append(self.latest)
+            self.latest = None
+
+    def state_dict(self) -> dict:
+        return {"cycle_ends": self.cycle_ends, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cycle_ends, self.best = list(state["cycle_ends"]), list(state["best"])
+
+
 class EpochLog(L.Callback):
     """One dict per epoch: phase, epoch, losses, accuracy, the head's learning rate as the epoch began,
     seconds since start."""

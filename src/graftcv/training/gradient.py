@@ -33,12 +33,12 @@ from graftcv.training.budget import (
     format_seconds,
     plan_epochs,
 )
-from graftcv.training.callbacks import BestWeights
+from graftcv.training.callbacks import BestWeights, EpochStates
 from graftcv.training.checkpoint import load_state, save_state
 from graftcv.training.module import TransferModule
 from graftcv.training.objectives import OutputsLoss, parse_task_weights, positive_weights
 from graftcv.training.optim import OptimSettings
-from graftcv.training.phase import Phase
+from graftcv.training.phase import Phase, first_cycle
 from graftcv.training.regularizers import REGULARIZERS, parse_regularizers
 from graftcv.training.resizing import planned_sizes
 from graftcv.training.runner import run_phase
@@ -46,6 +46,7 @@ from graftcv.training.target_stream import with_target
 
 log = logging.getLogger("graftcv")
 PROGRESS = "progress.safetensors"  # the phases finished so far, their history and the weights after them
+SOUP_INGREDIENTS = 5  # --snapshots: the epochs of lowest validation loss kept for the greedy soup
 
 
 @dataclass
@@ -55,6 +56,7 @@ class GradientOutcome:
     epochs: int
     best_epoch: int
     lr_found: float | None
+    snapshots: EpochStates | None = None  # --snapshots: each cycle's end and the best epochs, with their weights
 
 
 @dataclass(frozen=True)
@@ -261,11 +263,15 @@ def train_phases(
     history: list[dict] = []
     val_probs, best_epoch, lr_found, done = None, 0, None, 0
     best = BestWeights()
+    states = EpochStates(SOUP_INGREDIENTS) if config.snapshots else None
+    cycles_from = first_cycle(phases) if states is not None else len(phases)
     if resume and checkpoints is not None and (checkpoints / PROGRESS).is_file():
         saved = load_state(checkpoints / PROGRESS)
         done, history, lr_found = saved["phases_done"], saved["history"], saved["lr_found"]
         model.load_state_dict(saved["model"])
         best.load_state_dict(saved["best"])
+        if states is not None and "snapshots" in saved:
+            states.load_state_dict(saved["snapshots"])
         started -= saved["seconds"]
         if best.val_probs is not None:
             val_probs, best_epoch = best.val_probs.numpy(), best.best_epoch
@@ -309,7 +315,7 @@ def train_phases(
             phase,
             train_loader,
             val_loader,
-            patience=config.patience,
+            patience=None if index >= cycles_from else config.patience,  # a cycle runs to its low-rate end
             max_time=left,
             epoch_offset=len(history),
             started=started,
@@ -320,6 +326,7 @@ def train_phases(
             accumulate=micro_batching(config, phase)[1],
             fraction=fraction,
             clock=timing.clock if timing is not None and not phase.on_features else None,  # feature epochs: seconds
+            states=states if index >= cycles_from else None,
             **trainer_options,
         )
         history.extend(result.history)
@@ -333,6 +340,7 @@ def train_phases(
                 "seconds": time.perf_counter() - started,
                 "model": model.state_dict(),
                 "best": best.state_dict(),
+                **({"snapshots": states.state_dict()} if states is not None else {}),
             }
             save_state(progress, checkpoints / PROGRESS)
             if checkpoint is not None:
@@ -340,7 +348,7 @@ def train_phases(
     distributed.barrier()  # every rank has read its checkpoints before rank 0 removes them
     if checkpoints is not None and distributed.is_main():
         shutil.rmtree(checkpoints, ignore_errors=True)
-    return GradientOutcome(history, val_probs, len(history), best_epoch, lr_found)
+    return GradientOutcome(history, val_probs, len(history), best_epoch, lr_found, states)
 
 
 def _planned(

@@ -21,7 +21,14 @@ from torch.utils.data import DataLoader
 from graftcv import distributed
 from graftcv.errors import GraftcvError
 from graftcv.training.budget import RunClock
-from graftcv.training.callbacks import BestWeights, EpochListeners, EpochLog, RunProgressBar, listeners
+from graftcv.training.callbacks import (
+    BestWeights,
+    EpochListeners,
+    EpochLog,
+    EpochStates,
+    RunProgressBar,
+    listeners,
+)
 from graftcv.training.checkpoint import SafetensorsCheckpointIO
 from graftcv.training.module import TransferModule
 from graftcv.training.phase import Phase
@@ -141,7 +148,7 @@ def run_phase(
     phase: Phase,
     train_loader: DataLoader,
     val_loader: DataLoader,
-    patience: int = 3,
+    patience: int | None = 3,
     max_time: timedelta | None = None,
     devices: str | int = "auto",
     accelerator: str = "auto",
@@ -155,23 +162,30 @@ def run_phase(
     accumulate: int = 1,
     fraction: float = 1.0,
     clock: RunClock | None = None,
+    states: EpochStates | None = None,
 ) -> PhaseResult:
     """Train `module` under `phase`; the weights of the best validation epoch so far (this phase or,
     when `best` is carried over, an earlier one) are in the model when it returns.
 
-    With `checkpoint`, every epoch's state is saved there; `resume` continues from it when it exists.
+    With `checkpoint`, every epoch's state is saved there; `resume` continues from it when it exists. `patience`
+    None: no early stopping (a snapshot cycle runs to its end). `states` keeps snapshot members and soup ingredients.
     """
     module.start_phase(phase)
     best = best or BestWeights()
     best.epoch_offset = epoch_offset
     echo = not sys.stderr.isatty() and distributed.is_main()
     log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), echo, clock)
-    stopper = EarlyStopping("val_loss", patience=patience, mode="min")
+    callbacks: list[L.Callback] = [best, log]
+    if patience is not None:
+        callbacks.append(EarlyStopping("val_loss", patience=patience, mode="min"))
+    if states is not None:
+        states.epoch_offset = epoch_offset
+        callbacks.append(states)
     phase_start = time.perf_counter()
     with quiet_lightning():
         trainer = make_trainer(
             phase.epochs,
-            [best, log, stopper],
+            callbacks,
             devices,
             accelerator,
             precision,
