@@ -19,6 +19,11 @@ ROWS = [  # (label, directory, kind): kind "run" reads summary.json, "eval" an e
     ("ensemble Lite0/1/2, learned weights", "ens-learned", "run"),
     ("ensemble Lite0/1/2, equal weights", "ens-equal", "run"),
     ("ensemble learned + TTA flip", "eval-ens-flip", "eval"),
+    ("--snapshots 3: best single epoch (the run's model)", "snapshots", "snap:best_epoch"),
+    ("--snapshots 3: snapshot ensemble of the 3 cycle ends", "snapshots", "snap:ensemble"),
+    ("--snapshots 3: greedy soup of the best epochs", "snapshots", "snap:soup"),
+    ("--bagging 3 (bootstrap members, equal weights)", "bagging", "run"),
+    ("greedy soup of tune's fine-tuned trials", "tune-soup", "run"),
     ("tune --budget 20m", "tune", "run"),
     ("ensemble of tune's top 3 trials", "tune-top3", "run"),
     ("train --preset best --budget 20m", "preset-best", "run"),
@@ -37,12 +42,16 @@ def main() -> None:
     print("| row | test acc | test macro-F1 | seconds | Δ test acc vs default (points) |")
     print("|---|---:|---:|---:|---:|")
     for label, name, kind in ROWS:
-        path = root / name / ("summary.json" if kind == "run" else "metrics.json")
+        path = root / name / ("metrics.json" if kind == "eval" else "summary.json")
         if not path.is_file():
             continue
         found = json.loads(path.read_text())
-        acc = found["test_accuracy"] if kind == "run" else found["accuracy"]
-        f1 = found["test_macro_f1"] if kind == "run" else found["macro_f1"]
+        if kind.startswith("snap:"):
+            found = found.get("snapshots", {}).get(kind[5:], {}) | {"wall_seconds": found.get("wall_seconds")}
+            if "test_accuracy" not in found:
+                continue
+        acc = found["accuracy"] if kind == "eval" else found["test_accuracy"]
+        f1 = found["macro_f1"] if kind == "eval" else found["test_macro_f1"]
         base = acc if base is None else base
         spent = seconds.get(STEPS.get(name, name)) or found.get("preset_seconds") or found.get("wall_seconds")
         shown = f"{spent:.0f}" if spent else "–"

@@ -52,6 +52,8 @@ LAYERS = {
         "new_classes",
         "lr_search",
         "ensembling",
+        "snapshotting",
+        "bagging",
         "",
     },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare", "fewshot", "tuning"},
