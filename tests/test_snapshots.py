@@ -54,6 +54,10 @@ def test_snapshot_soup_averages_best_epochs_and_loads_as_one_network(snapshot_ru
     assert model.meta["kind"] == "classifier" and model.meta["weighting"] == "soup"
     probs, _ = model.predict_proba([str(p) for p in sorted(data.rglob("*.jpg"))[:3]])
     assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    from graftcv.report import build_report
+
+    page = build_report(run.out_dir).read_text()
+    assert "Snapshots: the best epoch" in page and "snapshots/soup/" in page
 
 
 def test_snapshots_refuse_what_they_cannot_cycle(tiny, make_folder, tmp_path):

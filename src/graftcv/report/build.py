@@ -10,7 +10,7 @@ from pathlib import Path
 from graftcv.errors import GraftcvError
 from graftcv.model import load
 from graftcv.pages import escaped_names, png_uri, render_page
-from graftcv.report.combined import ensemble_section, tune_section
+from graftcv.report.combined import ensemble_section, snapshots_section, tune_section
 from graftcv.report.figures import confusion_heatmap, learning_curves
 from graftcv.report.galleries import cam_items, class_examples, worst_mistakes
 from graftcv.report.multi import multi_section
@@ -162,6 +162,7 @@ def build_report(run_dir: str | Path, cams: bool = True) -> Path:
         "adaptation": _adaptation(run_dir, classes),
         "tune": tune_section(run_dir),
         "ensemble": ensemble_section(summary),
+        "snapshots": snapshots_section(summary),
         "galleries": galleries,
         "cam_method": CAM_METHOD,
         "notes": notes,

@@ -27,6 +27,15 @@ def tune_section(run_dir: RunDir) -> dict | None:
 
 
 def ensemble_section(summary: dict) -> dict | None:
-    if summary.get("strategy") != "ensemble" or not isinstance(summary.get("members"), list):
+    if "weighting" not in summary or not isinstance(summary.get("members"), list):  # ensemble, bagging
         return None
     return {"weighting": summary.get("weighting"), "members": summary["members"]}
+
+
+def snapshots_section(summary: dict) -> list[dict] | None:
+    """--snapshots: the best single epoch, the snapshot ensemble and the soup, as rows."""
+    found = summary.get("snapshots")
+    if not isinstance(found, dict):
+        return None
+    where = {"best_epoch": "model/", "ensemble": "snapshots/ensemble/", "soup": "snapshots/soup/"}
+    return [{"name": name.replace("_", " "), "where": where.get(name, ""), **row} for name, row in found.items()]
