@@ -115,7 +115,7 @@ def test_cli_ensemble_and_tta(members, monkeypatch, capsys, restore_logging):
     tuned, probe = members["runs"]
     out = members["base"] / "cli-ensemble"
     assert main_exit(["graftcv", "ensemble", str(tuned.out_dir), str(probe.out_dir), "--out", str(out)]) == 0
-    assert "ensemble (learned weights)" in capsys.readouterr().out
+    assert "ensemble (equal weights)" in capsys.readouterr().out
     image = str(members["images"][0])
     assert main_exit(["graftcv", "predict", str(out / "model"), image, "--tta", "flip"]) == 0
     assert "TTA flip: 2 forward passes per image" in capsys.readouterr().out

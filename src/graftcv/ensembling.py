@@ -64,11 +64,13 @@ def _aligned(members: list[Path], split: str, classes: list[str]) -> tuple[Image
     return images, probs
 
 
-def ensemble(models: list[str | Path], out: str | Path, weights: str = "learned", overwrite: bool = False) -> Run:
+def ensemble(models: list[str | Path], out: str | Path, weights: str = "equal", overwrite: bool = False) -> Run:
     """Combine trained models (their run or model directories) into one ensemble artifact under `out`/model.
 
-    The members must share their classes and validation split. `weights="learned"` chooses each member's weight by
-    greedy ensemble selection on the validation predictions; `"equal"` averages them. The ensemble is then scored on
+    The members must share their classes and validation split. `weights="equal"` (the default) averages them;
+    `"learned"` chooses each member's weight by greedy ensemble selection on the validation predictions, which
+    a few hundred validation images overfit (below equal weights on flowers5 and art_painting, bench/RESULTS.md);
+    `"soup"` averages their weights instead (see `_save_soup`). The ensemble is then scored on
     the members' validation and (when they have one) test images, by running the saved artifact itself."""
     started = time.perf_counter()
     if weights not in WEIGHTINGS:

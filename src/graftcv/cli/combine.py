@@ -16,10 +16,11 @@ def ensemble(
     weights: Annotated[
         str,
         typer.Option(
-            help="learned (greedy ensemble selection on validation predictions) | equal | soup (greedy soup: one "
+            help="equal | learned (greedy ensemble selection on validation predictions: for many members and "
+            "a large validation set) | soup (greedy soup: one "
             "network, the members' weights averaged while validation accuracy holds; one backbone, fine-tuned)"
         ),
-    ] = "learned",
+    ] = "equal",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a finished run in --out")] = False,
 ) -> None:
     """Average trained models' probabilities in one artifact that predict, evaluate, export and serve take."""
