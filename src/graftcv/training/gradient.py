@@ -297,7 +297,7 @@ def train_phases(
         if not phase.on_features:
             phase = replace(phase, sizes=planned_sizes(config.progressive_resize, full, phase.epochs))
             if timing is not None:
-                _announce_phase(phase, fraction, splits, timing)
+                _announce_phase(phase, fraction, splits, timing, sum(p.epochs for p in phases[index + 1 :]))
         train_loader, val_loader = make_loaders(phase, splits, config, data_config, cached)
         if config.target is not None and not phase.on_features:  # every method of `adapt`, source-only too
             _select_among_adapted(best, history, {p.name for p in phases if p.on_features})
@@ -391,10 +391,10 @@ def _planned(
     return replace(phase, epochs=plan.epochs), plan.fraction, timedelta(seconds=max(1.0, available * 1.1))
 
 
-def _announce_phase(phase: Phase, fraction: float, splits: DataSplits, timing: Timing) -> None:
-    """Point the run's clock at this phase, and say what the budget chose."""
+def _announce_phase(phase: Phase, fraction: float, splits: DataSplits, timing: Timing, later: int) -> None:
+    """Point the run's clock at this phase and the `later` image epochs (snapshot cycles), say what the budget chose."""
     seconds = epoch_seconds(len(splits.train), len(splits.val), timing.rates.over(phase.sizes), fraction)
-    timing.clock.epoch, timing.clock.epochs_left = seconds, phase.epochs
+    timing.clock.epoch, timing.clock.epochs_left = seconds, phase.epochs + later
     if timing.deadline is not None:
         share = "" if fraction >= 1 else f", each on {math.floor(fraction * 100)}% of the training images"
         log.info("Budget: %d %s epoch(s)%s, about %s each.", phase.epochs, phase.name, share, format_seconds(seconds))
