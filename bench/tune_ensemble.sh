@@ -27,4 +27,12 @@ for SET in "${SETS[@]}"; do
   want bagging && { [ -f "$O/bagging/summary.json" ] || step bagging $G train "${T[@]}" --bagging 3 --out "$O/bagging" --overwrite; }
   want tune && { [ -f "$O/tune/summary.json" ] || step tune $G tune "${T[@]}" --budget 20m --out "$O/tune"; }
   want preset-best && { [ -f "$O/preset-best/summary.json" ] || step preset-best $G train "${T[@]}" --preset best --budget 20m --out "$O/preset-best" --overwrite; }
+  want tune-top3 && [ -f "$O/tune/trials.json" ] && { step tune-top3 $G ensemble $(.venv/bin/python -c "
+import json; rows = json.load(open('$O/tune/trials.json'))
+done = sorted((r for r in rows if r['state'] == 'complete' and r.get('run_dir')), key=lambda r: -r['value'])
+print(' '.join(list(dict.fromkeys(r['run_dir'] for r in done))[:3]))") --out "$O/tune-top3" --overwrite; }
+  if want preset-fast && [ "$NAME" = flowers5 ]; then  # ~1,000 training images, a cold feature cache
+    awk 'NR % 3 == 1' "$S/train.csv" > "$S/train1000.csv"
+    GRAFTCV_CACHE=$(mktemp -d) step preset-fast $G train "$S/train1000.csv" --val "$S/val.csv" --test "$S/test.csv" --preset fast --out "$O/preset-fast" --overwrite
+  fi
 done
