@@ -178,3 +178,15 @@ def test_the_probe_leaves_the_run_s_random_draws_alone(tmp_path, make_folder, ti
         np.loadtxt(tmp_path / "quiet" / "val_predictions.csv", delimiter=",", skiprows=1, usecols=3),
         np.loadtxt(tmp_path / "probed" / "val_predictions.csv", delimiter=",", skiprows=1, usecols=3),
     )
+
+
+def test_members_fitted_in_one_process_count_their_budget_from_their_own_fit(monkeypatch):
+    from graftcv.training import budget
+
+    monkeypatch.setattr(budget, "_count_from_process_start", True)  # what the CLI sets
+    monkeypatch.setattr(budget, "process_age", lambda: 500.0)  # a process already 500 s old
+    fit_started = budget.time.perf_counter()
+    assert budget.run_origin(fit_started) < fit_started - 400  # the CLI's first fit counts its start-up
+    with budget.budgets_count_from_fit():
+        assert budget.run_origin(fit_started) == fit_started  # a later member's budget is not already spent
+    assert budget.run_origin(fit_started) < fit_started - 400

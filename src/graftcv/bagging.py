@@ -15,6 +15,7 @@ from graftcv.fitting import fit, resolve_config
 from graftcv.outcomes import Run
 from graftcv.planning import draw_splits
 from graftcv.rundir import RunDir
+from graftcv.training.budget import budgets_count_from_fit
 
 log = logging.getLogger("graftcv")
 MEMBERS_DIR = "members"
@@ -52,12 +53,13 @@ def bag(data, k: int, out: str | Path, overwrite: bool = False, **settings) -> R
         raise GraftcvError("--bagging draws images by index; shards stream them: train on a folder or CSV.")
     member_settings = {key: value for key, value in settings.items() if key not in SPLIT_SETTINGS}
     members = []
-    for i in range(k):
-        log.info("bagging: member %d of %d", i + 1, k)
-        sample = bootstrap(splits.train, config.seed + i)
-        drawn = DataSplits.from_sets(sample, splits.val, splits.test, source=splits.source or str(data))
-        run = fit(drawn, out / MEMBERS_DIR / str(i), overwrite=True, **(member_settings | {"seed": config.seed + i}))
-        members.append(run.out_dir)
+    with budgets_count_from_fit():  # each member gets the whole --budget
+        for i in range(k):
+            log.info("bagging: member %d of %d", i + 1, k)
+            sample = bootstrap(splits.train, config.seed + i)
+            drawn = DataSplits.from_sets(sample, splits.val, splits.test, source=splits.source or str(data))
+            member = out / MEMBERS_DIR / str(i)
+            members.append(fit(drawn, member, overwrite=True, **(member_settings | {"seed": config.seed + i})).out_dir)
     run = ensemble(members, out, weights="equal", overwrite=True)
     summary = run.summary | {"strategy": f"bagging ({strategy.name})", "bagging": k}
     summary["wall_seconds"] = round(time.perf_counter() - started, 2)

@@ -16,6 +16,7 @@ from graftcv.config import TrainConfig
 from graftcv.data import DataSplits, ImageSet, discover, read_labelled
 from graftcv.fitting import fit
 from graftcv.outcomes import Run
+from graftcv.training.budget import budgets_count_from_fit
 
 log = logging.getLogger("graftcv")
 ROUNDS = 2  # pseudo-labelling rounds after the source-only model; the last one trains into the run directory
@@ -59,25 +60,26 @@ def self_train(source, target_paths: list[Path], out, target_labels=None, rounds
 
     quiet = settings | {"progress": False}
     try:
-        run = fit(splits_with(pseudo), out=work / "round0", **quiet)  # the source-only model labels first
-        for index in range(1, rounds + 1):
-            if run.model is None:  # another rank of a multi-process run: rank 0 labels
-                return run, history
-            probs, _ = run.model.predict_proba([str(p) for p in target_paths])
-            chosen = select(probs, index, rounds)
-            row = {"round": index, "pseudo_labelled": len(chosen)}
-            if truth is not None:
-                row["correct"] = sum(
-                    truth.get(Path(target_paths[i]).resolve()) == splits.classes[c] for i, c in chosen.items()
-                )
-            history.append(row)
-            log.info("self-training round %d: %s", index, row)
-            final = index == rounds or chosen == pseudo  # the last round, or the labels stopped changing
-            pseudo = chosen
-            where = out if final else work / f"round{index}"
-            run = fit(splits_with(pseudo), out=where, **(settings if final else quiet))
-            if final:
-                break
+        with budgets_count_from_fit():
+            run = fit(splits_with(pseudo), out=work / "round0", **quiet)  # the source-only model labels first
+            for index in range(1, rounds + 1):
+                if run.model is None:  # another rank of a multi-process run: rank 0 labels
+                    return run, history
+                probs, _ = run.model.predict_proba([str(p) for p in target_paths])
+                chosen = select(probs, index, rounds)
+                row = {"round": index, "pseudo_labelled": len(chosen)}
+                if truth is not None:
+                    row["correct"] = sum(
+                        truth.get(Path(target_paths[i]).resolve()) == splits.classes[c] for i, c in chosen.items()
+                    )
+                history.append(row)
+                log.info("self-training round %d: %s", index, row)
+                final = index == rounds or chosen == pseudo  # the last round, or the labels stopped changing
+                pseudo = chosen
+                where = out if final else work / f"round{index}"
+                run = fit(splits_with(pseudo), out=where, **(settings if final else quiet))
+                if final:
+                    break
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return run, history

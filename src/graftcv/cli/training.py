@@ -47,7 +47,8 @@ def train(
         str | None,
         typer.Option(
             help="fast (linear probe, 128 px: ~1 min per 1,000 images) | balanced (fine-tune 160 px in --budget, "
-            "default 10m) | best (tune 3/4 of --budget, default 20m, then ensemble and TTA when they help)",
+            "default 10m) | best (Lite0/1/2 in thirds of --budget, default 20m, then their ensemble and flip TTA "
+            "when validation does not drop)",
             rich_help_panel="Strategy",
         ),
     ] = None,
@@ -79,7 +80,7 @@ def train(
         from graftcv.tuning.presets import run_preset
 
         if resume is not None:
-            raise GraftcvError("--preset runs start afresh: drop --resume (a killed best preset resumes its study).")
+            raise GraftcvError("--preset runs start afresh: drop --resume.")
         budget = chosen.pop("budget", None)
         run = run_preset(data, out_dir, preset, budget, **chosen)
     elif resume is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -155,6 +157,18 @@ def count_from_process_start() -> None:
     the whole command. In Python, a budget counts from the `fit` call."""
     global _count_from_process_start
     _count_from_process_start = True
+
+
+@contextmanager
+def budgets_count_from_fit() -> Iterator[None]:
+    """Within this block each `fit` counts its budget from its own start: for runs that fit several members in one
+    process (a preset's ensemble), whose later members would otherwise find the process's age already spent."""
+    global _count_from_process_start
+    saved, _count_from_process_start = _count_from_process_start, False
+    try:
+        yield
+    finally:
+        _count_from_process_start = saved
 
 
 def run_origin(fit_started: float) -> float:

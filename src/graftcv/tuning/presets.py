@@ -1,5 +1,5 @@
-"""`train --preset fast|balanced|best`: documented bundles of strategy, size, epochs, search, ensemble and TTA that
-choose within a time budget."""
+"""`train --preset fast|balanced|best`: documented bundles of strategy, size, epochs, ensemble and TTA that choose
+within a time budget."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ from pathlib import Path
 import numpy as np
 
 from graftcv.artifact import update_meta
+from graftcv.bagging import MEMBERS_DIR, SPLIT_SETTINGS
+from graftcv.catalog import WEIGHT_PACKAGES, hub_cached, package_installed
 from graftcv.config import TrainConfig, parse_duration
+from graftcv.data import DataSplits
 from graftcv.errors import GraftcvError
 from graftcv.evaluation import classification_report
 from graftcv.model import load
 from graftcv.outcomes import Run
-from graftcv.rundir import RunDir, read_json
+from graftcv.rundir import RunDir
+from graftcv.training.budget import budgets_count_from_fit, format_seconds
 
 log = logging.getLogger("graftcv")
-ENSEMBLE_MEMBERS = 3  # best's ensemble: the top finished trials of the study
-SEARCH_SHARE = 0.75  # best: the study's share of the budget; the rest ensembles, checks TTA and scores test
+ENSEMBLE_MEMBERS = 3  # best's ensemble
+# best: the budget's share kept for after the members: scoring their ensemble, checking flip TTA on validation and
+# scoring test with it (about 1/8 of the 20-minute runs on flowers5, bench/RESULTS.md issue 21)
+FINISH_SHARE = 0.12
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,9 @@ PRESETS = {
                {"strategy": "linear-probe", "head": "logreg", "size": 128}),
         Preset("balanced", "fine-tuning at 160 px, epochs chosen to fit --budget (default 10m), flip TTA if it helps",
                {"strategy": "finetune", "size": 160}, "10m"),
-        Preset("best", "tune (Optuna) for 3/4 of --budget (default 20m), then an ensemble of the top 3 trials and "
-               "flip TTA, each kept only when it improves validation", {}, "20m"),
+        Preset("best", "EfficientNet-Lite0/1/2 (or --model under 3 seeds), each fine-tuned in a third of --budget "
+               "(default 20m), then their equal-weight ensemble and flip TTA, each kept when validation does "
+               "not drop", {}, "20m"),
     )
 }  # fmt: skip
 
@@ -70,46 +77,57 @@ def run_preset(data, out: str | Path, preset: str, budget: str | None = None, **
 
 
 def _best(data, out: Path, budget: str, settings: dict, started: float) -> Run:
-    import optuna
-
     from graftcv.ensembling import ensemble
-    from graftcv.tuning.results import score_test
-    from graftcv.tuning.study import trial_splits, tune
-
-    seconds = parse_duration(budget, "--budget").total_seconds()
-    search_budget = f"{int(seconds * SEARCH_SHARE)}s"
-    tuned = tune(data, out / "tune", budget=search_budget, **settings)
-    storage = (read_json(out / "tune" / "tune.json") or {}).get("storage") or _storage(out / "tune")
-    study = optuna.load_study(study_name=settings.get("study_name", "graftcv"), storage=storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    top = sorted(complete, key=lambda t: (-t.value, t.user_attrs.get("val_log_loss") or 0.0))[:ENSEMBLE_MEMBERS]
-    members = [Path(t.user_attrs["run_dir"]) for t in top if (Path(t.user_attrs["run_dir"]) / "summary.json").is_file()]
-    fields = {k: v for k, v in settings.items() if k in TrainConfig.field_names()}  # not tune's own options
-    splits, _ = trial_splits(data, {"progress": False} | fields)
-    chosen, best_val = out / "tune", tuned.summary.get("val_accuracy")
-    if len(members) >= 2:
-        combined = ensemble(members, out / "ensemble", weights="learned", overwrite=True)
-        if (combined.summary.get("val_accuracy") or 0) > (best_val or 0):
-            chosen, best_val = out / "ensemble", combined.summary["val_accuracy"]
-        log.info("ensemble of the top %d trials: val accuracy %.4f (best trial %.4f)", len(members),
-                 combined.summary.get("val_accuracy"), tuned.summary.get("val_accuracy"))  # fmt: skip
+    from graftcv.fitting import fit, resolve_config
+    from graftcv.planning import draw_splits
     from graftcv.tuning.results import copy_run
 
+    seconds = parse_duration(budget, "--budget").total_seconds()
+    deadline = started + seconds - FINISH_SHARE * seconds
+    config, _ = resolve_config(settings)
+    splits = data if isinstance(data, DataSplits) else draw_splits(data, config)  # one split for every member
+    fixed = {key: value for key, value in settings.items() if key not in SPLIT_SETTINGS}
+    members = _members(settings, config, splits.tasks is not None)
+    runs = []
+    with budgets_count_from_fit():
+        for i, member in enumerate(members):
+            left = (deadline - time.monotonic()) / (len(members) - i)
+            log.info("best preset: member %d of %d (%s), %s of the budget", i + 1, len(members),
+                     member.get("model", config.model), format_seconds(left))  # fmt: skip
+            name = str(i) if len(members) == 1 else f"{i}-{member.get('model', config.model)}"
+            settings_i = fixed | member | {"budget": f"{max(1, int(left))}s"}
+            runs.append(fit(splits, out / MEMBERS_DIR / name, overwrite=True, **settings_i).out_dir)
+    chosen = max(runs, key=lambda r: RunDir(r).summary().get("val_accuracy") or 0.0)
+    if len(runs) >= 2:
+        combined = ensemble(runs, out / "ensemble", weights="equal", overwrite=True)
+        best_member = RunDir(chosen).summary().get("val_accuracy") or 0.0
+        log.info("equal-weight ensemble of %d members: val accuracy %.4f (best member %.4f)", len(runs),
+                 combined.summary.get("val_accuracy") or 0.0, best_member)  # fmt: skip
+        if (combined.summary.get("val_accuracy") or 0.0) >= best_member:
+            chosen = out / "ensemble"
     copy_run(chosen, out)
-    _choose_tta(out)
-    model, run_dir = load(out / "model"), RunDir(out)
-    summary = (run_dir.summary() or {}) | {"preset_choice": chosen.name, "tune": tuned.summary.get("tune")}
-    report = score_test(model, splits, run_dir)
-    if report is not None:
-        summary |= {f"test_{k}": report[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss")}
-        summary["n_test"] = len(splits.test)
-    summary["wall_seconds"] = round(time.monotonic() - started, 1)
-    run_dir.write_summary(summary)
-    return Run(out_dir=out, model=model, summary=summary, config=run_dir.config() or {})
+    if _choose_tta(out):
+        _rescore_test(out)
+    summary = (RunDir(out).summary() or {}) | {
+        "preset_choice": "ensemble" if chosen == out / "ensemble" else chosen.name,
+        "preset_members": [str(r) for r in runs],
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+    RunDir(out).write_summary(summary)
+    return Run(out_dir=out, model=load(out / "model"), summary=summary, config=RunDir(out).config() or {})
 
 
-def _storage(directory: Path) -> str:
-    return f"sqlite:///{(directory / 'study.db').resolve()}"
+def _members(settings: dict, config: TrainConfig, several_labels: bool) -> list[dict]:
+    """The best preset's members: without --model, each EfficientNet-Lite whose weights are here (one network
+    of each size: heterogeneous members disagree most usefully); with --model, that model under three seeds.
+    Ensembles take single-label models, so several labels per image get one member."""
+    if several_labels:
+        return [{}]
+    if "model" not in settings and config.pretrained and "weights" not in settings:
+        family = [name for name in WEIGHT_PACKAGES if package_installed(name) or hub_cached(name)]
+        if len(family) >= 2:
+            return [{"model": name} for name in family[:ENSEMBLE_MEMBERS]]
+    return [{"seed": config.seed + i} for i in range(ENSEMBLE_MEMBERS)]
 
 
 def _rescore_test(run_dir: Path) -> None:
