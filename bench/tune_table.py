@@ -27,6 +27,8 @@ ROWS = [  # (label, directory, kind): kind "run" reads summary.json, "eval" an e
     ("tune --budget 20m", "tune", "run"),
     ("ensemble of tune's top 3 trials", "tune-top3", "run"),
     ("train --preset best --budget 20m", "preset-best", "run"),
+    ("former preset best: tune 3/4 of 20m, top-3 ensemble (learned), TTA", "preset-best-tune", "run"),
+    ("train --preset fast (1/3 of train, cold cache)", "preset-fast", "run"),
 ]
 STEPS = {"eval-flip": "eval-flip", "eval-flipcrops": "eval-flipcrops", "eval-ens-flip": "ens-learned-flip"}
 
@@ -55,7 +57,7 @@ def main() -> None:
         base = acc if base is None else base
         spent = seconds.get(STEPS.get(name, name)) or found.get("preset_seconds") or found.get("wall_seconds")
         shown = f"{spent:.0f}" if spent else "–"
-        print(f"| {label} | {acc:.4f} | {f1:.4f} | {shown} | {100 * (acc - base):+.1f} |")
+        print(f"| {label} | {acc:.4f} | {f1:.4f} | {shown} | {100 * (acc - base):+.2f} |")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ LAYERS = {
         "scenes",
         "ensembles",
         "tta",
+        "model_card",
+        "timm_export",
+        "notebook",
     },
     2: {
         "api",
@@ -56,7 +59,7 @@ LAYERS = {
         "bagging",
         "",
     },  # "" is the package itself: `import graftcv`
-    3: {"cli", "serve", "report", "compare", "fewshot", "tuning"},
+    3: {"cli", "serve", "report", "compare", "fewshot", "tuning", "sklearn"},
 }
 LAYER_OF = {part: layer for layer, parts in LAYERS.items() for part in parts}
 MAX_LINES = 400

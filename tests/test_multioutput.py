@@ -304,3 +304,55 @@ def test_a_multilabel_model_served_and_fuzzed(labelled: Path, tmp_path: Path) ->
         assert judge(answer) in ("2xx", "4xx"), (answer.status_code, answer.text[:300])
 
     fuzz()
+
+
+# --- compare ---------------------------------------------------------------------------------------------
+
+
+def test_compare_folds_are_iteratively_stratified_on_label_sets() -> None:
+    from graftcv.compare import build_splits
+
+    rng = np.random.default_rng(0)
+    targets = (rng.random((60, 4)) < [0.5, 0.3, 0.15, 0.08]).astype(np.float32)
+    targets[np.arange(4), np.arange(4)] = 1  # every label present somewhere
+    labels = [";".join(str(j) for j in np.flatnonzero(row)) for row in targets]
+    splits = build_splits(labels, folds=3, seed=0, targets=targets)
+    tested = np.concatenate([s.test for s in splits])
+    assert sorted(tested.tolist()) == list(range(60))  # every image held out exactly once
+    for split in splits:
+        assert not set(split.train) & set(split.test) and not set(split.val) & set(split.test)
+        share = targets[split.test].mean(0)
+        assert np.all(np.abs(share - targets.mean(0)) < 0.12)  # each label's share kept in every fold
+    with pytest.raises(GraftcvError, match="with several labels per image"):
+        build_splits(labels, folds=3, shots=["2", "all"], targets=targets)
+
+
+def test_compare_ranks_multilabel_models_by_map(labelled: Path, tmp_path: Path) -> None:
+    from graftcv.compare import compare
+
+    settings = {k: v for k, v in TINY.items() if k not in ("progress",)}
+    result = compare(labelled, strategies="prototype,linear-probe,scratch", folds=2, out=tmp_path / "cmp",
+                     scratch_epochs=1, **settings)  # fmt: skip
+    assert result.scores[0] == "test_map_macro" and result.protocol["headline"] == "test_map_macro"
+    assert {row["strategy"] for row in result.rows} == {"linear-probe", "scratch"}  # prototype left out
+    for row in result.rows:
+        assert 0.0 <= row["test_map_macro"] <= 1.0 and 0.0 <= row["val_score"] <= 1.0
+    assert result.verdicts and result.verdicts[0]["metric"] == "test_map_macro"
+    assert "mAP (macro)" in result.verdicts[0]["sentence"]
+    header = (tmp_path / "cmp" / "compare.csv").read_text().splitlines()[0]
+    assert "test_map_macro_mean" in header and "test_accuracy_mean" not in header
+    assert "mAP (macro)" in (tmp_path / "cmp" / "compare.html").read_text()
+
+
+def test_compare_of_several_tasks_scores_each_task(two_tasks: Path, tmp_path: Path) -> None:
+    from graftcv.compare import compare
+
+    settings = {k: v for k, v in TINY.items() if k not in ("progress",)}
+    result = compare(two_tasks, strategies="linear-probe", folds=2, out=tmp_path / "cmp", **settings)
+    assert result.scores[:3] == ("test_mean_task_score", "test_count_accuracy", "test_count_macro_f1")
+    (entry,) = result.table
+    row = result.rows[0]
+    assert row["test_mean_task_score"] == pytest.approx(
+        (row["test_count_accuracy"] + row["test_colours_map_macro"]) / 2
+    )
+    assert entry["n"] == 2 and "test_colours_map_macro_mean" in entry

@@ -123,3 +123,29 @@ def test_accumulated_micro_batches_train_the_same_weights(data, tmp_path):
     before = graftcv.fit(data, out=tmp_path / "init", micro_batch=6, **{**settings, "lr": 1e-12})
     c = load_file(str(before.out_dir / "model" / "model.safetensors"))
     assert max((a[k].float() - c[k].float()).abs().max().item() for k in a) > 1e-4  # training did move them
+
+
+def test_early_stopping_waits_for_the_learning_rate_to_peak():
+    from types import SimpleNamespace
+
+    import torch
+
+    from graftcv.training.callbacks import PatientWhileWarming
+
+    def trainer_at(lr: float, loss: float, state: SimpleNamespace) -> SimpleNamespace:
+        state.optimizers = [SimpleNamespace(param_groups=[{"lr": lr}, {"lr": lr / 10}])]
+        state.callback_metrics = {"val_loss": torch.tensor(loss)}
+        return state
+
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+    state = SimpleNamespace(fast_dev_run=False, should_stop=False, current_epoch=0, strategy=strategy)
+    stopper = PatientWhileWarming("val_loss", patience=3, mode="min")
+    warm_up = [(1e-4, 0.50), (2e-4, 0.60), (3e-4, 0.70), (4e-4, 0.80)]  # loss worse while the rate climbs
+    for epoch, (lr, loss) in enumerate(warm_up):
+        state.current_epoch = epoch
+        stopper._run_early_stopping_check(trainer_at(lr, loss, state))
+        assert not state.should_stop  # plain EarlyStopping(patience=3) stops here, at the peak
+    for epoch, (lr, loss) in enumerate([(3e-4, 0.85), (2e-4, 0.9), (1e-4, 0.95)], start=4):
+        state.current_epoch = epoch
+        stopper._run_early_stopping_check(trainer_at(lr, loss, state))
+    assert state.should_stop  # three epochs after the peak without beating its loss

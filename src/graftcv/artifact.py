@@ -24,6 +24,7 @@ from graftcv.heads.ops import TensorHead, activate_segments
 from graftcv.meta import FORMAT_VERSION, META_FILE, WEIGHTS_FILE, meta_problem, read_meta
 from graftcv.meta import previous as _previous
 from graftcv.meta import refuse_pickle as _refuse_pickle
+from graftcv.model_card import CARD_FILE, card_text, write_card
 
 
 class Classifier(nn.Module):
@@ -63,7 +64,23 @@ def save_artifact(directory: str | Path, backbone: nn.Module, meta: dict, probe:
     if probe is not None:
         probe_tensors, meta["probe"] = probe.state()
         tensors.update(probe_tensors)
+    elif isinstance(getattr(backbone, "pretrained_cfg", None), dict):
+        meta["timm"] = timm_meta(backbone.pretrained_cfg, meta)
     return write_artifact(directory, tensors, meta)
+
+
+def timm_meta(pretrained_cfg: dict, meta: dict) -> dict:
+    """What `timm.create_model` needs to rebuild this network from `graftcv export --format timm`'s state dict:
+    the architecture, the class count, the classifier's name and the preprocessing as timm's pretrained_cfg
+    (pass it as `pretrained_cfg_overlay` with the file, so that timm keeps the classifier it would otherwise
+    drop for a class count unlike ImageNet's)."""
+    data = meta.get("data_config") or {}
+    cfg = {
+        key: data[key] for key in ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode") if key in data
+    }
+    cfg |= {"num_classes": len(meta["classes"]), "classifier": pretrained_cfg.get("classifier", "classifier")}
+    return {"architecture": meta["backbone"], "num_classes": len(meta["classes"]), "label_names": list(meta["classes"]),
+            "pretrained_cfg": cfg}  # fmt: skip
 
 
 MEMBER_FIELDS = ("backbone", "kind", "classes", "data_config", "probe", "strategy", "head", "weights_source", "source")
@@ -95,6 +112,7 @@ def write_artifact(directory: str | Path, tensors: dict[str, torch.Tensor], meta
             save_file(tensors, str(staging / WEIGHTS_FILE))
         meta["weights_sha256"] = sha256_file(staging / WEIGHTS_FILE)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        (staging / CARD_FILE).write_text(card_text(meta, {}, {}))  # a run rewrites it with its data and scores
         for path in (staging / WEIGHTS_FILE, staging / META_FILE, staging):
             fsync_path(path)  # the new files are on disk before any rename makes them the model
         if directory.exists():
@@ -127,6 +145,7 @@ def update_meta(directory: str | Path, **fields: object) -> dict:
     directory, meta = read_meta(directory)
     meta.update(fields)
     write_json(directory / META_FILE, meta)
+    write_card(directory)
     return meta
 
 

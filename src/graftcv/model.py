@@ -73,6 +73,11 @@ class Model:
         self.tasks: Layout | None = Layout.from_meta(meta.get("tasks"))  # several labels per image
         self.tta = check_tta(tta if tta is not None else meta.get("tta"))
 
+    def _repr_html_(self) -> str:
+        from graftcv.notebook import model_html
+
+        return model_html(self.meta, self.runtime, self.tta)
+
     def _tensors(self, images: list[Image.Image]) -> torch.Tensor:
         transform = build_transform(self.data_config)
         return torch.stack([transform(to_rgb(image)) for image in images])

@@ -30,6 +30,11 @@ class Run:
     history: list[dict] = field(default_factory=list)
     rank: int = 0  # under DDP, the ranks other than 0 return their run with no model and no summary
 
+    def _repr_html_(self) -> str:
+        from graftcv.notebook import run_html
+
+        return run_html(self.summary, self.out_dir)
+
 
 @dataclass(frozen=True)
 class Features:

@@ -20,6 +20,7 @@ from graftcv.atomic import write_json, write_text
 from graftcv.data import ImageSet
 from graftcv.data.shards import MANIFEST
 from graftcv.errors import GraftcvError
+from graftcv.model_card import write_card
 
 try:
     import fcntl
@@ -200,6 +201,7 @@ class RunDir:
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.path / SUMMARY, summary)
+        write_card(self.path / "model")  # the model card shows the run's data and scores
 
     # --- readers (None for a missing or broken file) ------------------------------------------------------
     def config(self) -> dict | None:

@@ -24,7 +24,9 @@ ModelDir = Annotated[Path, typer.Argument(help="A saved model directory")]
 
 def export(
     model_dir: ModelDir,
-    export_format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    export_format: Annotated[
+        str, typer.Option("--format", help="onnx | timm (MODEL/timm/: timm's state dict and config.json)")
+    ] = "onnx",
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: the exporter's)")] = None,
     images: Annotated[
         list[Path] | None,
@@ -35,11 +37,21 @@ def export(
     tolerance: Annotated[float, typer.Option(help="Largest |Δlogit| accepted against PyTorch")] = 1e-4,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the parity report here")] = None,
 ) -> None:
-    """Export to ONNX (MODEL/model.onnx, dynamic batch size), checked against PyTorch before it is written."""
+    """Export to ONNX (MODEL/model.onnx, dynamic batch size), checked against PyTorch before it is written, or
+    to timm's own files (MODEL/timm/), which timm.create_model loads without graftcv."""
     from graftcv.export import export_onnx, recorded_images
 
+    if export_format.lower() == "timm":
+        from graftcv.timm_export import export_timm
+
+        target = export_timm(model_dir)
+        config = json.loads((target / "config.json").read_text())
+        out.print(f"wrote {target}: timm.create_model({config['architecture']!r}, pretrained=True, "
+                  f"num_classes={config['num_classes']}, pretrained_cfg_overlay={{'file': "
+                  f"'{target / 'model.safetensors'}', 'num_classes': {config['num_classes']}}})")  # fmt: skip
+        return
     if export_format.lower() != "onnx":
-        raise GraftcvError(f"Unknown export format {export_format!r}: onnx is the one graftcv writes.")
+        raise GraftcvError(f"Unknown export format {export_format!r}: choose onnx or timm.")
     sources = [str(p) for p in images] if images else None
     if sources is None and (recorded := recorded_images(model_dir)) is not None:
         sources = [str(recorded)]

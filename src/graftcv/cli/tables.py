@@ -157,11 +157,12 @@ def cam_scores_table(scores: dict) -> Table:
 
 def compare_table(comparison: Comparison) -> Table:
     """A comparison's table: one row per strategy and shot count, each metric's mean ± std [95% CI]."""
-    from graftcv.compare import TABLE_METRICS, cell_text
+    from graftcv.compare import cell_text, table_metrics
 
-    table = Table("strategy", "shots", "n", *TABLE_METRICS.values(), title="mean ± std [95% CI] over splits")
+    metrics = table_metrics(comparison.scores)
+    table = Table("strategy", "shots", "n", *metrics.values(), title="mean ± std [95% CI] over splits")
     for entry in comparison.table:
-        cells = [cell_text(entry, metric) for metric in TABLE_METRICS]
+        cells = [cell_text(entry, metric) for metric in metrics]
         table.add_row(entry["strategy"], entry["shots"], str(entry["n"]), *cells)
     return table
 

@@ -137,14 +137,16 @@ def compare(
     seed: Annotated[int, typer.Option()] = TrainConfig.seed,
     keep_models: Annotated[bool, typer.Option(help="Keep every run's model directory")] = False,
     resume: Annotated[bool, typer.Option(help="Reuse the finished runs in --out")] = False,
+    multi_label: Annotated[bool, typer.Option("--multi-label", help=option_help("multi_label"))] = False,
 ) -> None:
-    """Compare strategies (and training from scratch) under one protocol: CV, shots, 95% CIs, plots."""
+    """Compare strategies (and training from scratch) under one protocol: CV, shots, 95% CIs, plots. Multi-label
+    and multi-task CSVs are split by iterative stratification and ranked by mAP (or the tasks' mean score)."""
     from graftcv.compare import compare as run_compare
     from graftcv.compare import headline, missing_text
 
     shared = given(
         {"weights": weights, "pretrained": pretrained, "size": size, "epochs": epochs, "num_workers": num_workers}
-    )
+    ) | ({"multi_label": True} if multi_label else {})
     comparison = run_compare(
         data,
         strategies=strategies,

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from graftcv.atomic import write_json
 from graftcv.compare.protocol import Split, level_words, tuning_grid
+from graftcv.compare.stats import SINGLE_LABEL_SCORES, score_name
 from graftcv.data import DataSplits, ImageSet
+from graftcv.data.tasks import Layout
 
 log = logging.getLogger("graftcv")
 
@@ -32,16 +34,24 @@ def reach_point(history: list[dict], final: float, fraction: float = REACHED) ->
     return int(history[-1]["epoch"]), float(history[-1]["seconds"])
 
 
-def row_from_run(run, test_metrics: dict) -> dict:
-    """A cell's measurements from its run and the test metrics of the model chosen."""
+def row_from_run(run, test_metrics: dict, scores: tuple[str, ...] = SINGLE_LABEL_SCORES) -> dict:
+    """A cell's measurements from its run and the test metrics (a report's headline) of the model chosen.
+    With several labels per image the epochs' val_acc (right yes/no decisions) measures convergence, and the
+    validation headline (mAP or the tasks' mean score) is `val_score`."""
     summary = run.summary
-    epochs, seconds = reach_point(run.history, summary["val_accuracy"])
+    several = scores != SINGLE_LABEL_SCORES
+    decisions = [float(row["val_acc"]) for row in run.history if row.get("val_acc") is not None]
+    final = (max(decisions) if decisions else 0.0) if several else summary["val_accuracy"]
+    epochs, seconds = reach_point(run.history, final)
     history = [{k: row.get(k) for k in ("phase", "epoch", "val_acc", "seconds")} for row in run.history]
+    validation = (
+        {"val_score": summary[f"val_{scores[0].removeprefix('test_')}"]}
+        if several
+        else {"val_accuracy": summary["val_accuracy"]}
+    )
     return {
-        "test_accuracy": test_metrics["accuracy"],
-        "test_balanced_accuracy": test_metrics["balanced_accuracy"],
-        "test_macro_f1": test_metrics["macro_f1"],
-        "val_accuracy": summary["val_accuracy"],
+        **{key: test_metrics[key.removeprefix("test_")] for key in scores},
+        **validation,
         "train_seconds": summary["train_seconds"],
         "epochs": summary["epochs"],
         "epochs_to_95": epochs,
@@ -63,6 +73,7 @@ class Cell:
     test: ImageSet
     source: str
     run_dir: Path
+    tasks: Layout | None = None  # several labels per image
 
     @property
     def images_per_class(self) -> float:
@@ -73,7 +84,13 @@ class Cell:
 
 
 def make_cells(
-    images: ImageSet, splits: list[Split], levels: list[str], strategies: list[str], data: str, out_dir: Path
+    images: ImageSet,
+    splits: list[Split],
+    levels: list[str],
+    strategies: list[str],
+    data: str,
+    out_dir: Path,
+    tasks: Layout | None = None,
 ) -> list[Cell]:
     """Split by split, so that a budget that ends early leaves whole splits that compare every strategy."""
     cells = []
@@ -84,7 +101,7 @@ def make_cells(
             source = f"{data} (compare: split {split.index}, {level_words(level)})"
             for strategy in strategies:
                 run_dir = out_dir / "runs" / f"split-{split.index}" / f"shots-{level}" / strategy
-                cells.append(Cell(strategy, level, split, train, val, test, source, run_dir))
+                cells.append(Cell(strategy, level, split, train, val, test, source, run_dir, tasks))
     return cells
 
 
@@ -92,9 +109,16 @@ class Runner:
     """Runs cells through `fit` within the budget and keeps what it learned."""
 
     def __init__(
-        self, fit: Callable, seed: int, tune: list[str], budget: timedelta | None, keep_models: bool, resume: bool
+        self,
+        fit: Callable,
+        seed: int,
+        tune: list[str],
+        budget: timedelta | None,
+        keep_models: bool,
+        resume: bool,
+        scores: tuple[str, ...] = SINGLE_LABEL_SCORES,
     ) -> None:
-        self.fit, self.seed, self.tune = fit, seed, tune
+        self.fit, self.seed, self.tune, self.scores = fit, seed, tune, scores
         self.budget_seconds = budget.total_seconds() if budget else None
         self.keep_models, self.resume = keep_models, resume
         self.started = time.perf_counter()
@@ -116,7 +140,7 @@ class Runner:
         if left is not None:  # the last run stops cleanly (best weights kept) when the budget ends
             settings = settings | {"max_time": f"{max(left, 1.0):.0f}s"}
         return self.fit(
-            DataSplits.from_sets(cell.train, cell.val, test, source=cell.source),
+            DataSplits.from_sets(cell.train, cell.val, test, source=cell.source, tasks=cell.tasks),
             out=out,
             overwrite=True,
             seed=self.seed + cell.split.index,
@@ -135,12 +159,8 @@ class Runner:
         grid = tuning_grid(cell.strategy, self.tune, settings) if self.tune else []
         if not grid:
             run = self._fit(cell, settings, cell.run_dir, cell.test)
-            test = {
-                "accuracy": run.summary["test_accuracy"],
-                "balanced_accuracy": run.summary["test_balanced_accuracy"],
-                "macro_f1": run.summary["test_macro_f1"],
-            }
-            row = row_from_run(run, test) | {"chosen": {}, "tune_runs": 0, "tune_seconds": 0.0}
+            test = {key.removeprefix("test_"): run.summary[key] for key in self.scores}
+            row = row_from_run(run, test, self.scores) | {"chosen": {}, "tune_runs": 0, "tune_seconds": 0.0}
             self._drop_model(run)
         else:
             row = self._tuned(cell, settings, grid)
@@ -150,21 +170,24 @@ class Runner:
 
     def _tuned(self, cell: Cell, settings: dict, grid: list[dict]) -> dict:
         # Nested: every candidate sees only the outer training part (train + val, no test) and is chosen on
-        # validation accuracy; the outer test fold is read once, by the chosen model, afterwards.
+        # the validation headline; the outer test fold is read once, by the chosen model, afterwards.
+        key = "val_" + self.scores[0].removeprefix("test_")
         best, tried, tune_seconds = None, [], 0.0
         for number, candidate in enumerate(grid):
             run = self._fit(cell, settings | candidate, cell.run_dir / f"tune-{number}", None)
-            tried.append(candidate | {"val_accuracy": run.summary["val_accuracy"]})
+            tried.append(candidate | {key: run.summary[key]})
             tune_seconds += run.summary["train_seconds"]
-            if best is None or run.summary["val_accuracy"] > best[1].summary["val_accuracy"]:
+            if best is None or run.summary[key] > best[1].summary[key]:
                 if best is not None:
                     self._drop_model(best[1])
                 best = (candidate, run)
             else:
                 self._drop_model(run)
         chosen, run = best
-        test = run.model.evaluate_images(cell.test)
-        row = row_from_run(run, test) | {"chosen": chosen, "tune_runs": len(grid), "tune_seconds": tune_seconds}
+        report = run.model.evaluate_images(cell.test)
+        test = report.get("headline", report)  # several labels per image: the scores sit under "headline"
+        row = row_from_run(run, test, self.scores)
+        row |= {"chosen": chosen, "tune_runs": len(grid), "tune_seconds": tune_seconds}
         self._drop_model(run)
         return row | {"candidates": tried}
 
@@ -178,13 +201,14 @@ class Runner:
             row = self.run(cell, settings_of(cell.strategy))
             rows.append(row)
             log.info(
-                "[%d/%d] %s · %s · split %d: test accuracy %.3f (%.0f s)",
+                "[%d/%d] %s · %s · split %d: test %s %.3f (%.0f s)",
                 number,
                 len(cells),
                 cell.strategy,
                 level_words(cell.level),
                 cell.split.index,
-                row["test_accuracy"],
+                score_name(self.scores[0]),
+                row[self.scores[0]],
                 row["train_seconds"],
             )
         return rows, missing

@@ -11,36 +11,27 @@ from matplotlib.figure import Figure
 
 from graftcv.atomic import write_bytes, write_csv, write_json
 from graftcv.compare.protocol import SCRATCH, Split, level_words, splits_record
-from graftcv.compare.stats import Comparison, headline, level_order
+from graftcv.compare.stats import SINGLE_LABEL_SCORES, Comparison, headline, level_order, score_name
 from graftcv.data import ImageSet
 from graftcv.pages import figure_png, new_figure, png_uri, render_page
 
-RUN_COLUMNS = [
-    "strategy",
-    "shots",
-    "split",
-    "images_per_class",
-    "test_accuracy",
-    "test_balanced_accuracy",
-    "test_macro_f1",
-    "val_accuracy",
-    "train_seconds",
-    "epochs",
-    "epochs_to_95",
-    "seconds_to_95",
-    "chosen",
-    "tune_runs",
-    "tune_seconds",
-    "out_dir",
-]
-TABLE_METRICS = {
-    "test_accuracy": "accuracy",
-    "test_balanced_accuracy": "balanced accuracy",
-    "test_macro_f1": "macro-F1",
-    "train_seconds": "train seconds",
-    "epochs_to_95": "epochs to 95%",
-    "seconds_to_95": "seconds to 95%",
-}
+TIME_NAMES = {"train_seconds": "train seconds", "epochs_to_95": "epochs to 95%", "seconds_to_95": "seconds to 95%"}
+TABLE_METRICS = {key: score_name(key) for key in SINGLE_LABEL_SCORES} | TIME_NAMES
+
+
+def table_metrics(scores: tuple[str, ...] = SINGLE_LABEL_SCORES) -> dict[str, str]:
+    """The table's columns, key → name: the comparison's scores, then its times."""
+    return {key: score_name(key) for key in scores} | TIME_NAMES
+
+
+def run_columns(scores: tuple[str, ...] = SINGLE_LABEL_SCORES) -> list[str]:
+    """runs.csv's columns: the cell, its test scores, its validation headline, times and what tuning chose."""
+    validation = ["val_accuracy"] if scores == SINGLE_LABEL_SCORES else ["val_score"]
+    return ["strategy", "shots", "split", "images_per_class", *scores, *validation, "train_seconds", "epochs",
+            "epochs_to_95", "seconds_to_95", "chosen", "tune_runs", "tune_seconds", "out_dir"]  # fmt: skip
+
+
+RUN_COLUMNS = run_columns()
 PLOT_DPI = 110
 
 
@@ -88,24 +79,23 @@ def _style(strategy: str) -> dict:
     return {"linestyle": "--", "color": "black"} if strategy == SCRATCH else {}
 
 
-def plot_accuracy_vs_shots(table: list[dict]) -> Figure:
-    """Test accuracy against labelled images per class, one line per strategy, 95% CI error bars."""
+def plot_accuracy_vs_shots(table: list[dict], metric: str = "test_accuracy") -> Figure:
+    """The headline test score against labelled images per class, one line per strategy, 95% CI error bars."""
     figure = new_figure(7, 4.5)
     ax = figure.add_subplot()
     for strategy in dict.fromkeys(entry["strategy"] for entry in table):
         entries = sorted((e for e in table if e["strategy"] == strategy), key=lambda e: e["images_per_class"])
         x = [e["images_per_class"] for e in entries]
-        y = [e["test_accuracy_mean"] for e in entries]
+        y = [e[f"{metric}_mean"] for e in entries]
         err = [
-            0.0 if math.isnan(e["test_accuracy_ci_low"]) else y[i] - e["test_accuracy_ci_low"]
-            for i, e in enumerate(entries)
+            0.0 if math.isnan(e[f"{metric}_ci_low"]) else y[i] - e[f"{metric}_ci_low"] for i, e in enumerate(entries)
         ]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=strategy, **_style(strategy))
     if len({e["images_per_class"] for e in table}) > 1:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("labelled training images per class")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("Accuracy vs labelled images (error bars: 95% CI over splits)")
+    ax.set_ylabel(f"held-out {score_name(metric)}")
+    ax.set_title(f"{score_name(metric)} vs labelled images (error bars: 95% CI over splits)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
@@ -139,7 +129,7 @@ def plot_curves(rows: list[dict]) -> Figure:
             epochs, acc, seconds = _mean_curve(histories)
             by_epoch.plot(epochs, acc, marker=".", label=strategy, **_style(strategy))
             by_time.plot(seconds, acc, marker=".", label=strategy, **_style(strategy))
-        else:
+        elif all("val_accuracy" in row for row in runs):  # one label per image: the probe's validation accuracy
             acc = float(np.mean([row["val_accuracy"] for row in runs]))
             seconds = float(np.mean([row["train_seconds"] for row in runs]))
             by_epoch.plot([0], [acc], marker="*", markersize=12, linestyle="none", label=f"{strategy} (no epochs)")
@@ -161,18 +151,21 @@ def write_csvs(comparison: Comparison) -> tuple[Path, Path]:
     """compare.csv (one row per strategy × shot level) and runs.csv (one row per run)."""
     out = comparison.out_dir
     columns = ["strategy", "shots", "images_per_class", "n"] + [
-        f"{metric}_{stat}" for metric in TABLE_METRICS for stat in ("mean", "std", "ci_low", "ci_high")
+        f"{metric}_{stat}"
+        for metric in table_metrics(comparison.scores)
+        for stat in ("mean", "std", "ci_low", "ci_high")
     ]
     runs = [row | {"chosen": json.dumps(row.get("chosen") or {})} for row in comparison.rows]
     return (
         write_csv(out / "compare.csv", columns, comparison.table),
-        write_csv(out / "runs.csv", RUN_COLUMNS, runs),
+        write_csv(out / "runs.csv", run_columns(comparison.scores), runs),
     )
 
 
 def write_html(comparison: Comparison, plots: dict[str, bytes], sentence: str) -> Path:
     """compare.html: self-contained (the plots are embedded), in the run report's style."""
-    rows = [entry | {"cells": [cell_text(entry, metric) for metric in TABLE_METRICS]} for entry in comparison.table]
+    metrics = table_metrics(comparison.scores)
+    rows = [entry | {"cells": [cell_text(entry, metric) for metric in metrics]} for entry in comparison.table]
     return render_page(
         "compare.html.j2",
         comparison.out_dir / "compare.html",
@@ -183,7 +176,7 @@ def write_html(comparison: Comparison, plots: dict[str, bytes], sentence: str) -
         negative=any(v["kind"] == "negative-transfer" for v in comparison.verdicts),
         verdicts=comparison.verdicts,
         missing=missing_text(comparison.missing),
-        metrics=TABLE_METRICS,
+        metrics=metrics,
         rows=rows,
         images=[(title, png_uri(png)) for title, png in plots.items()],
         out_dir=str(comparison.out_dir),
@@ -199,7 +192,10 @@ def write_outputs(comparison: Comparison) -> dict[str, Path]:
     plots: dict[str, bytes] = {}
     if comparison.rows:
         figures = {
-            ("accuracy_vs_shots", "Accuracy vs labelled images per class"): plot_accuracy_vs_shots(comparison.table),
+            (
+                "accuracy_vs_shots",
+                f"{score_name(comparison.scores[0])} vs labelled images per class",
+            ): plot_accuracy_vs_shots(comparison.table, comparison.scores[0]),
             ("curves", "Validation accuracy vs epoch and vs seconds"): plot_curves(comparison.rows),
         }
         for (name, title), figure in figures.items():

@@ -15,7 +15,9 @@ from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from graftcv.data import ImageSet, read_labelled, warn_skipped
 from graftcv.data.discovery import SPLIT_ALIASES
 from graftcv.data.duplicates import content_digests, copies_of
+from graftcv.data.multi_discovery import is_multi_source, read_multi_source
 from graftcv.data.shards import is_shard_source
+from graftcv.data.tasks import Layout
 from graftcv.errors import GraftcvError
 from graftcv.strategies import STRATEGIES
 from graftcv.training.regularizers import parse_regularizers
@@ -67,6 +69,17 @@ def pooled_images(data: str | Path) -> ImageSet:
     if len(pooled.counts()) < 2:
         raise GraftcvError(f"{data} has only one class: at least two are needed to compare classifiers.")
     return pooled
+
+
+def pooled_data(data: str | Path, multi_label: bool = False) -> tuple[ImageSet, Layout | None]:
+    """The images to compare on and, for a multi-label or multi-task CSV (`path,labels`, several label columns, or
+    0/1 columns with `multi_label`), its tasks; one label per image: `pooled_images` and None."""
+    if not is_shard_source(data) and is_multi_source(Path(data).expanduser(), multi_label):
+        images, layout, skipped = read_multi_source(data, multi_label)
+        warn_skipped(skipped)
+        images.paths = [Path(path).resolve() for path in images.paths]
+        return images, layout
+    return pooled_images(data), None
 
 
 def content_groups(images: ImageSet) -> list[str]:
@@ -154,9 +167,12 @@ def build_splits(
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
     groups: list[str] | None = None,
+    targets: np.ndarray | None = None,
 ) -> list[Split]:
     """Outer splits (stratified k-fold, or `repeats` stratified shuffle splits), each with a validation set
     drawn from its training part and class-balanced shot subsets drawn from the rest, once per split.
+    `targets` (0/1 rows, several labels per image): the splits are iteratively stratified on them (every label's
+    share kept on each side as far as the label sets allow) and every split trains on all its training images.
 
     Everything depends on `seed` and the labels only, never on the strategy, so every strategy sees the
     same training subsets, the same validation images and the same held-out images. Images with the same
@@ -167,6 +183,11 @@ def build_splits(
     units = _Groups(y, groups)
     distinct = units.distinct
     smallest = min(distinct, key=lambda c: (distinct[c], c))
+    several = targets is not None
+    levels = shots or [ALL]
+    if several and levels != [ALL]:
+        raise GraftcvError("--shots takes K images per class: with several labels per image, compare trains on all.")
+    kfold, shuffled = _splitters(several)
     if folds is not None and repeats is not None:
         raise GraftcvError("Choose --folds (k-fold cross-validation) or --repeats (repeated splits), not both.")
     if repeats is not None:
@@ -174,29 +195,45 @@ def build_splits(
             raise GraftcvError("--repeats must be at least 1.")
         if not 0.0 < test_fraction < 1.0:
             raise GraftcvError(f"--test-fraction must be between 0 and 1, got {test_fraction}.")
-        outer = StratifiedShuffleSplit(n_splits=repeats, test_size=test_fraction, random_state=seed)
+        outer = shuffled(n_splits=repeats, test_size=test_fraction, random_state=seed)
     else:
         folds = 5 if folds is None else folds
         if folds < 2:
             raise GraftcvError("--folds must be at least 2.")
-        if folds > distinct[smallest]:
+        if several and folds > len(units.first):
+            raise GraftcvError(f"--folds {folds} is more than the {len(units.first)} distinct images.")
+        if not several and folds > distinct[smallest]:
             copies = " (byte-identical copies count once)" if units.copies else ""
             raise GraftcvError(
                 f"--folds {folds} is more than the {distinct[smallest]} images of class {smallest!r}{copies}."
             )
-        outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        outer = kfold(n_splits=folds, shuffle=True, random_state=seed)
     if not 0.0 < val_fraction < 1.0:
         raise GraftcvError(f"--val-fraction must be between 0 and 1, got {val_fraction}.")
-    levels = shots or [ALL]
+    strata = np.asarray(targets)[units.first] if several else units.labels
     splits = []
-    for index, (train_part, test) in enumerate(_stratified(outer, units.labels, "outer splits")):
-        inner = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed + index)
-        (fit_rows, val_rows), *_ = _stratified(inner, units.labels[train_part], f"validation set of split {index}")
+    for index, (train_part, test) in enumerate(_stratified(outer, strata, "outer splits")):
+        inner = shuffled(n_splits=1, test_size=val_fraction, random_state=seed + index)
+        (fit_rows, val_rows), *_ = _stratified(inner, strata[train_part], f"validation set of split {index}")
         train, val = units.rows(train_part[fit_rows]), units.rows(train_part[val_rows])
         originals = train[np.isin(train, units.first)]  # K shots are K different images, not one and its copy
-        subsets = shot_subsets(y, train, levels, np.random.default_rng([seed, index]), index, originals)
+        subsets = (
+            {ALL: np.sort(train)}
+            if several
+            else shot_subsets(y, train, levels, np.random.default_rng([seed, index]), index, originals)
+        )
         splits.append(Split(index, np.sort(train), np.sort(val), np.sort(units.rows(test)), subsets, units.copies))
     return splits
+
+
+def _splitters(several: bool) -> tuple[type, type]:
+    """(k-fold, shuffle-split) classes: scikit-learn's stratified ones, or iterative stratification's multi-label
+    ones (iterative-stratification, Sechidis et al. 2011) for 0/1 rows."""
+    if not several:
+        return StratifiedKFold, StratifiedShuffleSplit
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
+
+    return MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 
 def shot_subsets(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,17 +18,19 @@ from graftcv.compare.protocol import (
     content_groups,
     parse_list,
     parse_shots,
-    pooled_images,
+    pooled_data,
     scratch_recipe,
     strategy_settings,
+    variant,
 )
-from graftcv.compare.stats import Comparison, aggregate, transfer_verdicts
+from graftcv.compare.stats import Comparison, aggregate, score_keys, transfer_verdicts
 from graftcv.config import parse_duration
 from graftcv.errors import GraftcvError
 from graftcv.fitting import fit as default_fit
 from graftcv.rundir import data_name, default_run_dir
 from graftcv.strategies import STRATEGIES
 
+log = logging.getLogger("graftcv")
 # compare decides these for every run itself; passing them as fit settings is an error.
 CONTROLLED = {"strategy", "val", "test", "val_fraction", "max_time", "budget", "seed"}
 PROTOCOL = "protocol.json"
@@ -70,9 +73,15 @@ def compare(
         raise GraftcvError("--scratch-epochs must be at least 1.")
     budget_time = parse_duration(budget, "--budget")
     levels = parse_shots(shots)
-    images = pooled_images(data)
+    images, tasks = pooled_data(data, bool(settings.get("multi_label")))
+    scores = score_keys(tasks)
+    if tasks is not None:
+        strategy_names = one_label_strategies_dropped(strategy_names)
     groups = content_groups(images)  # byte-identical files stay on one side of every split
-    splits = build_splits(images.labels, folds, repeats, levels, seed, val_fraction, test_fraction, groups=groups)
+    targets = None if tasks is None else tasks.targets(images.labels)
+    splits = build_splits(
+        images.labels, folds, repeats, levels, seed, val_fraction, test_fraction, groups=groups, targets=targets
+    )
 
     source = str(data) if "://" in str(data) else str(Path(data).resolve())
     out_dir = Path(out) if out else default_run_dir("compare", data_name(data))
@@ -86,6 +95,8 @@ def compare(
         "seed": seed,
         "images": len(images),
         "class_counts": images.counts(),
+        "tasks": None if tasks is None else tasks.as_meta(),
+        "headline": scores[0],
         "identical_files": len(groups) - len(set(groups)),
         "strategies": strategy_names,
         "tune": tune_names,
@@ -94,14 +105,31 @@ def compare(
     _claim(out_dir, protocol, settings, resume)
     splits_file = write_splits(out_dir / SPLITS, images, splits)
     common = {"progress": False} | settings
-    runner = Runner(fit or default_fit, seed, tune_names, budget_time, keep_models, resume)
-    cells = make_cells(images, splits, levels, strategy_names, source, out_dir)
+    runner = Runner(fit or default_fit, seed, tune_names, budget_time, keep_models, resume, scores)
+    cells = make_cells(images, splits, levels, strategy_names, source, out_dir, tasks)
     rows, missing = runner.run_all(cells, lambda name: strategy_settings(name, common, scratch_epochs))
     comparison = Comparison(
-        out_dir, rows, aggregate(rows), transfer_verdicts(rows), missing, protocol, _public(settings, budget)
+        out_dir,
+        rows,
+        aggregate(rows, scores),
+        transfer_verdicts(rows, scores[0]),
+        missing,
+        protocol,
+        _public(settings, budget),
+        scores=scores,
     )
     comparison.files = {"splits": splits_file} | write_outputs(comparison)
     return comparison
+
+
+def one_label_strategies_dropped(names: list[str]) -> list[str]:
+    """With several labels per image, prototype (each image's one nearest class) leaves the rows, said once."""
+    kept = [name for name in names if variant(name)[0] != "prototype"]
+    if not kept:
+        raise GraftcvError("prototype takes one label per image: compare linear-probe or a gradient strategy.")
+    if len(kept) < len(names):
+        log.warning("prototype gives each image one class: left out of a comparison with several labels per image.")
+    return kept
 
 
 def _public(settings: dict, budget: str | None) -> dict:

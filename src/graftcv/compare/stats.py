@@ -11,8 +11,51 @@ import numpy as np
 from scipy import stats
 
 from graftcv.compare.protocol import ALL, SCRATCH, level_words
+from graftcv.data.tasks import MULTI, Layout
+from graftcv.evaluation.outputs import MULTILABEL_HEADLINE
 
-METRICS = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1", "train_seconds", "epochs_to_95", "seconds_to_95")
+SINGLE_LABEL_SCORES = ("test_accuracy", "test_balanced_accuracy", "test_macro_f1")
+TIMES = ("train_seconds", "epochs_to_95", "seconds_to_95")
+METRICS = SINGLE_LABEL_SCORES + TIMES
+
+
+SCORE_NAMES = {
+    "test_accuracy": "accuracy",
+    "test_balanced_accuracy": "balanced accuracy",
+    "test_macro_f1": "macro-F1",
+    "test_map_macro": "mAP (macro)",
+    "test_map_micro": "mAP (micro)",
+    "test_f1_micro": "micro-F1",
+    "test_f1_macro": "macro-F1",
+    "test_subset_accuracy": "subset accuracy",
+    "test_mean_task_score": "mean task score",
+}
+
+
+def score_name(key: str) -> str:
+    """A score's name for people: 'mAP (macro)', or for a task's own score 'species accuracy'."""
+    if key in SCORE_NAMES:
+        return SCORE_NAMES[key]
+    for suffix, name in (("_map_macro", "mAP"), ("_f1_micro", "micro-F1"), ("_accuracy", "accuracy"),
+                         ("_macro_f1", "macro-F1")):  # fmt: skip
+        if key.endswith(suffix):
+            return f"{key.removeprefix('test_').removesuffix(suffix)} {name}"
+    return key.removeprefix("test_").replace("_", " ")
+
+
+def score_keys(layout: Layout | None) -> tuple[str, ...]:
+    """The test scores a comparison aggregates, the headline (`headline_metric`, which verdicts use) first:
+    accuracy; macro and micro mAP, micro- and macro-F1 and subset accuracy for one multi-label task; for several
+    tasks their mean score, then each task's own (mAP and micro-F1, or accuracy and macro-F1)."""
+    if layout is None:
+        return SINGLE_LABEL_SCORES
+    if len(layout.tasks) == 1:
+        return tuple(f"test_{k}" for k in MULTILABEL_HEADLINE[:5])
+    keys = ["test_mean_task_score"]
+    for task in layout.tasks:
+        own = ("map_macro", "f1_micro") if task.kind == MULTI else ("accuracy", "macro_f1")
+        keys += [f"test_{task.name}_{k}" for k in own]
+    return tuple(keys)
 
 
 @dataclass
@@ -27,6 +70,12 @@ class Comparison:
     protocol: dict
     settings: dict
     files: dict[str, Path] = field(default_factory=dict)
+    scores: tuple[str, ...] = SINGLE_LABEL_SCORES  # the test scores aggregated, the headline first
+
+    def _repr_html_(self) -> str:
+        from graftcv.notebook import comparison_html
+
+        return comparison_html(self.table, self.scores, self.out_dir, headline(self.verdicts))
 
 
 def summarize(values: Iterable[float], confidence: float = 0.95) -> dict:
@@ -47,8 +96,8 @@ def level_order(level: str) -> float:
     return math.inf if level == ALL else float(level)
 
 
-def aggregate(rows: list[dict]) -> list[dict]:
-    """One row per strategy × shot level: mean, std and 95% CI of every metric over the splits."""
+def aggregate(rows: list[dict], scores: tuple[str, ...] = SINGLE_LABEL_SCORES) -> list[dict]:
+    """One row per strategy × shot level: mean, std and 95% CI of every score and time over the splits."""
     table = []
     strategies = list(dict.fromkeys(row["strategy"] for row in rows))
     levels = sorted({row["shots"] for row in rows}, key=level_order)
@@ -63,8 +112,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
                 "images_per_class": float(np.mean([row["images_per_class"] for row in cell])),
                 "n": len(cell),
             }
-            for metric in METRICS:
-                stat = summarize(row[metric] for row in cell)
+            for metric in scores + TIMES:
+                stat = summarize(row.get(metric) for row in cell)
                 entry |= {f"{metric}_{k}": v for k, v in stat.items() if k != "n"}
             table.append(entry)
     return table
@@ -121,7 +170,7 @@ def transfer_verdicts(rows: list[dict], metric: str = "test_accuracy") -> list[d
 
 def sentence(kind: str, strategy: str, level: str, diff: dict, metric: str) -> str:
     """One verdict in words, with the 95% CI of transfer minus scratch in points."""
-    what = metric.removeprefix("test_").replace("_", " ")
+    what = score_name(metric)
     gap = -diff["mean"]  # transfer minus scratch, in points below
     where = f"With {level_words(level)}"
     ci = f"95% CI of {strategy} minus scratch: {_points(-diff['ci_high'])} to {_points(-diff['ci_low'])} points"

@@ -161,6 +161,17 @@ def discover_multi(
     return splits
 
 
+def read_multi_source(data: str | Path, zero_one: bool = False) -> tuple[ImageSet, Layout, list]:
+    """Every image of a multi-label or multi-task CSV with its tasks, checked like training data, unsplit (for
+    `compare`, which draws its own folds): (images, layout, skipped files)."""
+    source = Path(data).expanduser()
+    skipped: list[tuple[str, str]] = []
+    images, tasks = _images(source, zero_one, skipped, {"repeated_paths": 0})
+    layout = Layout(tuple(tasks))
+    _check_training(layout, images, source)
+    return images, layout, skipped
+
+
 def read_multi_labelled(data: str | Path, layout: Layout) -> tuple[ImageSet, list]:
     """Labelled images of a multi-label or multi-task CSV for evaluation against a model's `layout` (a multi-label
     model reads path,labels or its 0/1 columns)."""
@@ -177,4 +188,4 @@ def read_multi_labelled(data: str | Path, layout: Layout) -> tuple[ImageSet, lis
     return images, skipped
 
 
-__all__ = ["SEPARATOR", "discover_multi", "is_multi_source", "read_multi_labelled"]
+__all__ = ["SEPARATOR", "discover_multi", "is_multi_source", "read_multi_labelled", "read_multi_source"]

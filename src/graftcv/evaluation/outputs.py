@@ -57,6 +57,14 @@ def report_for(truth: np.ndarray, probs: np.ndarray, classes: list[str], layout:
     return outputs_report(truth, probs, layout)
 
 
+def headline_metric(layout: Layout | None) -> str:
+    """The one number that ranks models: accuracy, macro mAP for one multi-label task, or the mean of several
+    tasks' scores (each task's accuracy, or macro mAP for a multi-label one)."""
+    if layout is None:
+        return "accuracy"
+    return "map_macro" if len(layout.tasks) == 1 else "mean_task_score"
+
+
 def headline(report: dict) -> dict:
     """The few numbers a summary and the artifact record of a report."""
     return dict(report["headline"]) if "headline" in report else {k: report[k] for k in HEADLINE_METRICS}

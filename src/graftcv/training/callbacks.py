@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, RichProgressBar
 from rich.console import Console
 
 from graftcv.training.budget import RunClock, format_seconds
@@ -196,3 +196,28 @@ class EpochListeners(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         for listener in self.found:
             listener(metrics)
+
+
+class PatientWhileWarming(EarlyStopping):
+    """Early stopping on validation loss that does not count the epochs in which the learning rate still rises.
+
+    In a one-cycle (or warm-up) schedule the validation loss often gets worse until the rate peaks; counting those
+    epochs stops a long phase before it anneals and keeps an under-trained network (a 13-epoch budgeted fine-tune
+    on art_painting stopped after 4, below the 5-epoch default: bench/RESULTS.md, issue 21). While the rate rises
+    the baseline follows the loss; patience counts from the peak on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._last_lr: float | None = None
+
+    def _run_early_stopping_check(self, trainer: L.Trainer) -> None:
+        rates = [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups]
+        lr = max(rates) if rates else None
+        warming = lr is not None and self._last_lr is not None and lr > self._last_lr * (1 + 1e-9)
+        self._last_lr = lr
+        current = trainer.callback_metrics.get(self.monitor)
+        if warming and current is not None:
+            self.best_score = current.squeeze().detach().to(self.best_score.device).clone()
+            self.wait_count = 0
+            return
+        super()._run_early_stopping_check(trainer)

@@ -157,8 +157,7 @@ def make_loaders(
             sampler=sampler,
             generator=generator,
         )
-        val_set = TensorDataset(val_x, torch.from_numpy(y_val))
-        return train, torch.utils.data.DataLoader(val_set, batch_size=256, sampler=val_share)
+        return train, torch.utils.data.DataLoader(TensorDataset(val_x, torch.from_numpy(y_val)), 256, sampler=val_share)
     size = data_config["input_size"][-1]
     train_config = data_config | {"input_size": (3, *(config.training_size(size),) * 2)}
     train_transform = build_transform(train_config, config.augment, True)
@@ -166,8 +165,9 @@ def make_loaders(
         return _stream_loaders(phase, splits, config, data_config, train_transform, size)
     train_set = ImageDataset(splits.train.paths, y_train, train_transform, size)
     val_set = ImageDataset(splits.val.paths, y_val, build_transform(data_config), size)
-    drop_last = bool(config.mixup or config.cutmix) and len(train_set) > config.batch_size
     micro, _ = micro_batching(config, phase)
+    lonely = len(train_set) > micro and len(train_set) % micro == 1  # a batch of one cannot train BatchNorm
+    drop_last = (bool(config.mixup or config.cutmix) and len(train_set) > config.batch_size) or lonely
     train = make_loader(
         train_set, micro, shuffle=True, num_workers=config.num_workers, sampler=sampler, drop_last=drop_last
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from graftcv import distributed
@@ -26,6 +26,7 @@ from graftcv.training.callbacks import (
     EpochListeners,
     EpochLog,
     EpochStates,
+    PatientWhileWarming,
     RunProgressBar,
     listeners,
 )
@@ -177,7 +178,7 @@ def run_phase(
     log = EpochLog(phase.name, epoch_offset, started or time.perf_counter(), echo, clock)
     callbacks: list[L.Callback] = [best, log]
     if patience is not None:
-        callbacks.append(EarlyStopping("val_loss", patience=patience, mode="min"))
+        callbacks.append(PatientWhileWarming("val_loss", patience=patience, mode="min"))
     if states is not None:
         states.epoch_offset = epoch_offset
         callbacks.append(states)

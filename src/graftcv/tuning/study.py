@@ -11,6 +11,7 @@ from pathlib import Path
 from graftcv.config import parse_duration
 from graftcv.data import DataSplits
 from graftcv.errors import GraftcvError
+from graftcv.evaluation.outputs import headline_metric
 from graftcv.fitting import fit, resolve_config
 from graftcv.planning import draw_splits
 from graftcv.training.callbacks import listening
@@ -94,12 +95,12 @@ class Reporter:
 
 
 def headline_key(splits: DataSplits) -> str:
-    return "accuracy" if splits.tasks is None else "map_macro"
+    return headline_metric(splits.tasks)
 
 
 def objective(space: Space, fixed: dict, splits: DataSplits, out: Path, deadline: float | None):
     """One trial: its settings from the space, a fit without the test split under OUT/trials/NNNN, its
-    validation headline (accuracy, or macro mAP with several labels per image) as the value."""
+    validation headline (accuracy; macro mAP for multi-label data; the tasks' mean score for several) as the value."""
     import optuna
 
     key = headline_key(splits)
@@ -177,7 +178,7 @@ def tune(
     fixed = {"progress": False} | settings
     search = read_space(space).without(set(settings))  # what the caller fixed is not searched
     splits, for_trials = trial_splits(data, fixed)
-    if splits.tasks is not None:  # several labels per image: the study maximises macro mAP
+    if splits.tasks is not None:  # several labels per image: the study maximises headline_metric (mAP or mean)
         search = search.for_several_labels()
     if splits.test is None or not len(splits.test):
         log.warning(
