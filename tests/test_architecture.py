@@ -57,6 +57,7 @@ LAYERS = {
         "ensembling",
         "snapshotting",
         "bagging",
+        "tracking",
         "",
     },  # "" is the package itself: `import graftcv`
     3: {"cli", "serve", "report", "compare", "fewshot", "tuning", "sklearn"},

@@ -140,3 +140,68 @@ def test_notebooks_show_runs_models_and_comparisons(make_folder, tmp_path: Path)
         make_folder("cmp", per_class=12), strategies="linear-probe", folds=2, out=tmp_path / "cmp-out", **settings
     )
     assert "linear-probe" in comparison._repr_html_() and "accuracy (95% CI)" in comparison._repr_html_()
+
+
+# --- experiment tracking ----------------------------------------------------------------------------------
+
+
+def tracked_run(data: Path, out: Path, store: Path, **extra):
+    return graftcv.fit(data, out, **(TINY | {"strategy": "head", "epochs": 3, "logger": "csv,tensorboard,mlflow",
+                                            "tracking_uri": str(store), "experiment": "tests"} | extra))  # fmt: skip
+
+
+def read_tensorboard(folder: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder)).Reload()
+    return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_a_run_logs_to_csv_tensorboard_and_a_local_mlflow_store(make_folder, tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from mlflow.tracking import MlflowClient
+
+    run = tracked_run(make_folder(), tmp_path / "run", tmp_path / "mlruns")
+    found = run.summary["tracking"]
+    client = MlflowClient(tracking_uri=found["mlflow_tracking_uri"])
+    logged = client.get_run(found["mlflow_run_id"])
+    assert logged.data.params["strategy"] == "head" and logged.data.params["model"] == "resnet10t"
+    assert logged.data.metrics["val_accuracy"] == pytest.approx(run.summary["val_accuracy"])
+    history = client.get_metric_history(found["mlflow_run_id"], "val_loss")
+    assert len(history) == len(run.history) and [h.step for h in history] == list(range(len(history)))
+    artifacts = {a.path for a in client.list_artifacts(found["mlflow_run_id"])}
+    assert {"model", "summary.json", "config.json", "metrics.csv"} <= artifacts
+    assert {a.path for a in client.list_artifacts(found["mlflow_run_id"], "model")} >= {
+        "model/model.safetensors", "model/graftcv.json", "model/README.md"}  # fmt: skip
+    assert logged.info.status == "FINISHED" and (tmp_path / "mlruns" / "mlflow.db").is_file()
+    scalars = read_tensorboard(tmp_path / "run" / "logs" / "tensorboard")
+    assert len(scalars["val_loss"]) == len(run.history)
+    assert scalars["val_accuracy"][-1] == pytest.approx(run.summary["val_accuracy"], abs=1e-6)
+    csv_rows = (tmp_path / "run" / "logs" / "csv" / "metrics.csv").read_text().splitlines()
+    assert csv_rows[0].count("val_loss") == 1 and len(csv_rows) > len(run.history)
+
+
+def test_a_comparison_nests_its_runs_under_one_mlflow_run(make_folder, tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from graftcv.compare import compare
+    from graftcv.tracking import store
+
+    settings = {k: v for k, v in TINY.items() if k != "progress"}
+    compare(make_folder(per_class=12), strategies="linear-probe,head", folds=2, out=tmp_path / "cmp",
+            logger="mlflow", tracking_uri=str(tmp_path / "mlruns"), experiment="cmp", **settings)  # fmt: skip
+    client = MlflowClient(tracking_uri=store(str(tmp_path / "mlruns"))[0])
+    experiment = client.get_experiment_by_name("cmp")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4  # 2 strategies x 2 folds
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.data.params["strategy"] for r in children} == {"linear-probe", "head"}
+
+
+def test_an_unknown_logger_is_one_sentence(make_folder, tmp_path: Path) -> None:
+    with pytest.raises(GraftcvError, match="Unknown --logger 'wandb'"):
+        graftcv.fit(make_folder(), tmp_path / "run", **(TINY | {"logger": "csv,wandb"}))

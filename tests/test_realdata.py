@@ -64,3 +64,26 @@ def test_multilabel_linear_probe_on_mosaics_of_pacs_photos(tmp_path):
     assert summary["test_f1_micro"] >= 0.6, summary["test_f1_micro"]
     (found,) = graftcv.load(tmp_path / "run" / "model").predict([str(tmp_path / "test_000.jpg")])
     assert len(found["probabilities"]) == 7 and all(0.0 <= x["probability"] <= 1.0 for x in found["labels"])
+
+
+@pytest.mark.realdata
+@pytest.mark.realweights
+@realdata
+def test_a_real_run_on_ants_and_bees_in_mlflow_and_tensorboard(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    data = SHARED / "ants_bees"
+    if not data.is_dir():
+        pytest.skip(f"{data} not found")
+    run = graftcv.fit(data, tmp_path / "run", strategy="head", size=128, epochs=4, progress=False,
+                      logger="mlflow,tensorboard", tracking_uri=str(tmp_path / "mlruns"))  # fmt: skip
+    client = mlflow.tracking.MlflowClient(tracking_uri=run.summary["tracking"]["mlflow_tracking_uri"])
+    logged = client.get_run(run.summary["tracking"]["mlflow_run_id"])
+    assert logged.data.params["model"] == "tf_efficientnet_lite0" and logged.data.params["size"] == "128"
+    assert logged.data.metrics["val_accuracy"] == pytest.approx(run.summary["val_accuracy"])
+    assert run.summary["val_accuracy"] >= 0.85, run.summary["val_accuracy"]
+    assert "model" in {a.path for a in client.list_artifacts(logged.info.run_id)}
+    events = EventAccumulator(str(tmp_path / "run" / "logs" / "tensorboard")).Reload()
+    assert len(events.Scalars("val_loss")) == len(run.history) >= 4

@@ -407,3 +407,61 @@ def test_served_tta_matches_the_python_api(model_dir):
     expected = graftcv.load(model_dir, tta="flip").predict([Image.open(io.BytesIO(JPEG))], topk=3)[0]
     got = served.json()["predictions"][0]
     assert got["class"] == expected["class"] and abs(got["probability"] - expected["probability"]) < 1e-5
+
+
+# --- the web page ----------------------------------------------------------------------------------------
+
+
+def test_the_page_is_self_contained_and_names_the_classes(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "3 classes: ants, bees, wasps" in page and "resnet10t" in page
+    assert "http" not in page and "src=" not in page.replace('id="cam"', "")  # nothing fetched from elsewhere
+    assert "/predict?topk=5" in page and "/explain" in page and "at most 0.0625 MB" in page
+
+
+def _chromium() -> tuple[str, str] | None:
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver") or shutil.which("chromium-driver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium and chromedriver are not installed")
+def test_a_person_uploads_an_image_in_headless_chromium(model_dir, tmp_path):
+    """Drive the real page in a real browser: pick an image, wait for the classes and the CAM, screenshot it;
+    then pick a corrupt file and read the service's 4xx as a message on the page."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser, driver = _chromium()
+    port = free_port()
+    server = start_server(model_dir, port)
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,800"):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+    try:
+        chrome.get(f"http://127.0.0.1:{port}/")
+        good = tmp_path / "bee.jpg"
+        photo(3).save(good)
+        chrome.find_element(By.ID, "file").send_keys(str(good))
+        WebDriverWait(chrome, 60).until(lambda c: c.find_element(By.ID, "cam").get_attribute("data-ready") == "1")
+        shown = [row.get_attribute("data-label") for row in chrome.find_elements(By.CSS_SELECTOR, "#classes .row")]
+        assert sorted(shown) == sorted(CLASSES)  # top-5 of three classes: all of them, best first
+        assert chrome.find_element(By.ID, "status").text.startswith("Predicted: ")
+        screenshot = Path(os.environ.get("GRAFTCV_SCREENSHOT", tmp_path / "page.png"))
+        assert chrome.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 5000
+        corrupt = tmp_path / "broken.jpg"
+        corrupt.write_bytes(JPEG[:300])
+        chrome.find_element(By.ID, "file").send_keys(str(corrupt))
+        WebDriverWait(chrome, 30).until(lambda c: c.find_element(By.ID, "error").is_displayed())
+        message = chrome.find_element(By.ID, "error").text
+        assert ONE_SENTENCE.match(message) and "broken.jpg" in message, message
+    finally:
+        chrome.quit()
+        stop_server(server)

@@ -12,6 +12,16 @@ from graftcv.errors import GraftcvError
 from graftcv.meta import MAX_SIDE
 
 PANELS = ("Strategy", "Backbone", "Data", "Optimisation", "Execution")
+LOGGERS = ("csv", "tensorboard", "mlflow")
+
+
+def parse_loggers(text: str | None) -> list[str]:
+    """'csv, mlflow' → ['csv', 'mlflow']; None or 'none' → []; an unknown name is one sentence."""
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip() and n.strip().lower() != "none"]
+    unknown = [n for n in names if n not in LOGGERS]
+    if unknown:
+        raise GraftcvError(f"Unknown --logger {unknown[0]!r}: choose among {', '.join(LOGGERS)} (comma-separated).")
+    return list(dict.fromkeys(names))
 
 
 def setting(default, help: str, panel: str, *, flag: str | None = None, choices: tuple = (), cli: bool = True):
@@ -114,6 +124,14 @@ class TrainConfig:
     accelerator: str = setting("auto", "Lightning accelerator: auto, cpu, gpu, ...", "Execution")
     precision: str = setting("32-true", "32-true | 16-mixed | bf16-mixed", "Execution")
     cache: bool = setting(True, "Reuse cached features", "Execution")
+    logger: str | None = setting(
+        None, "Experiment tracking through Lightning's loggers: csv, tensorboard, mlflow (comma-separated)", "Execution"
+    )
+    tracking_uri: str | None = setting(
+        None, "--logger mlflow: tracking URI (a folder, sqlite:///FILE or a server; default: MLflow's own)", "Execution"
+    )
+    experiment: str = setting("graftcv", "--logger mlflow/tensorboard: the experiment's name", "Execution")
+    parent_run: str | None = setting(None, "--logger mlflow: nest this run under that MLflow run id", "Execution")
     progress: bool = setting(True, "Progress bars and per-epoch lines", "Execution", cli=False)
     target: str | None = setting(None, "Unlabelled images of the target domain (graftcv adapt)", "Data", cli=False)
     adaptation: str = setting(
@@ -161,6 +179,7 @@ class TrainConfig:
             raise GraftcvError("--label-smoothing and --dropout must be in [0, 1).")
         parse_duration(self.max_time, "--max-time")
         parse_duration(self.budget, "--budget")
+        parse_loggers(self.logger)
         return self
 
     def training_size(self, eval_size: int) -> int:

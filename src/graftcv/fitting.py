@@ -37,6 +37,7 @@ from graftcv.planning import (
 from graftcv.rundir import RunDir, claimed, data_name, default_run_dir, staging_dir, swap_in
 from graftcv.snapshotting import save_snapshot_models, snapshot_plan
 from graftcv.strategies import STRATEGIES, Strategy
+from graftcv.tracking import tracked
 
 log = logging.getLogger("graftcv")
 
@@ -334,17 +335,19 @@ def _fit(data: DataInput, out, overwrite: bool, resume: bool, settings: dict, wa
             return work, replacing
 
         work, replacing = distributed.decided(claim)
-        try:
-            run = _run(prep, RunDir(work), final, resume, wall_start)
-        except BaseException:
-            if main:
-                distributed.stop_children()
+        with tracked(prep.config, prep.record | {"out": str(final)}, work, final.name) as tracker:
+            try:
+                run = _run(prep, RunDir(work), final, resume, wall_start)
+            except BaseException:
+                if main:
+                    distributed.stop_children()
+                if replacing and main:
+                    shutil.rmtree(work, ignore_errors=True)
+                    log.warning("%s still holds the previous run: the new one did not finish.", final)
+                raise
             if replacing and main:
-                shutil.rmtree(work, ignore_errors=True)
-                log.warning("%s still holds the previous run: the new one did not finish.", final)
-            raise
-        if replacing and main:
-            swap_in(work, final)
+                swap_in(work, final)
+            tracker.finish(run)
         return run
 
 

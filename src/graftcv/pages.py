@@ -22,6 +22,11 @@ def _environment() -> Environment:
     return Environment(loader=PackageLoader("graftcv", "templates"), autoescape=select_autoescape(["html", "j2"]))
 
 
+def render_text(template: str, **context: object) -> str:
+    """templates/TEMPLATE rendered with `context`."""
+    return _environment().get_template(template).render(**context)
+
+
 def render_page(template: str, path: str | Path, **context: object) -> Path:
     """Render templates/TEMPLATE with `context` and write it to `path` atomically."""
     return write_text(path, _environment().get_template(template).render(**context))

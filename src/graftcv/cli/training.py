@@ -91,6 +91,9 @@ def train(
         return
     print_run(run.summary, run.out_dir)
     write_report(run.out_dir)
+    from graftcv.tracking import log_file
+
+    log_file(run.summary, run.out_dir / "report.html")  # --logger mlflow: the report beside the run's files
 
 
 def demo(
@@ -138,6 +141,9 @@ def compare(
     keep_models: Annotated[bool, typer.Option(help="Keep every run's model directory")] = False,
     resume: Annotated[bool, typer.Option(help="Reuse the finished runs in --out")] = False,
     multi_label: Annotated[bool, typer.Option("--multi-label", help=option_help("multi_label"))] = False,
+    logger: Annotated[str | None, typer.Option(help=option_help("logger") + "; one run per cell")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help=option_help("tracking_uri"))] = None,
+    experiment: Annotated[str | None, typer.Option(help=option_help("experiment"))] = None,
 ) -> None:
     """Compare strategies (and training from scratch) under one protocol: CV, shots, 95% CIs, plots. Multi-label
     and multi-task CSVs are split by iterative stratification and ranked by mAP (or the tasks' mean score)."""
@@ -147,6 +153,7 @@ def compare(
     shared = given(
         {"weights": weights, "pretrained": pretrained, "size": size, "epochs": epochs, "num_workers": num_workers}
     ) | ({"multi_label": True} if multi_label else {})
+    shared |= given({"logger": logger, "tracking_uri": tracking_uri, "experiment": experiment})
     comparison = run_compare(
         data,
         strategies=strategies,

@@ -29,6 +29,7 @@ from graftcv.errors import GraftcvError
 from graftcv.fitting import fit as default_fit
 from graftcv.rundir import data_name, default_run_dir
 from graftcv.strategies import STRATEGIES
+from graftcv.tracking import parent_run
 
 log = logging.getLogger("graftcv")
 # compare decides these for every run itself; passing them as fit settings is an error.
@@ -107,7 +108,8 @@ def compare(
     common = {"progress": False} | settings
     runner = Runner(fit or default_fit, seed, tune_names, budget_time, keep_models, resume, scores)
     cells = make_cells(images, splits, levels, strategy_names, source, out_dir, tasks)
-    rows, missing = runner.run_all(cells, lambda name: strategy_settings(name, common, scratch_epochs))
+    with parent_run(common, f"compare {out_dir.name}") as common:  # --logger mlflow: the cells nest under one run
+        rows, missing = runner.run_all(cells, lambda name: strategy_settings(name, common, scratch_epochs))
     comparison = Comparison(
         out_dir,
         rows,

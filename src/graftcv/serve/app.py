@@ -25,6 +25,7 @@ from graftcv.errors import GraftcvError
 from graftcv.serve.docs import install_docs
 from graftcv.serve.handlers import install_error_handlers
 from graftcv.serve.listen import check_can_listen, url
+from graftcv.serve.page import install_page
 from graftcv.serve.schemas import ERRORS, Health, Metadata, Prediction, PredictResponse
 from graftcv.serve.uploads import BodyLimit, Limits, UploadError, check_content_type, decode_image, upload_label
 
@@ -142,6 +143,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         redoc_url=None,
     )
     install_docs(app)
+    model = service.model
+    install_page(app, model.classes, model.meta["backbone"], limits.max_file_bytes / 2**20, model.tasks is not None)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     app.state.service = service
     install_error_handlers(app, limits)

@@ -14,6 +14,7 @@ from graftcv.errors import GraftcvError
 from graftcv.evaluation.outputs import headline_metric
 from graftcv.fitting import fit, resolve_config
 from graftcv.planning import draw_splits
+from graftcv.tracking import parent_run
 from graftcv.training.callbacks import listening
 from graftcv.tuning.results import STUDY_FILE, TRIALS, finish
 from graftcv.tuning.space import Space, read_space
@@ -195,13 +196,14 @@ def tune(
     done = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
     callbacks = [optuna.study.MaxTrialsCallback(trials, states=done)] if trials else []
     if not trials or sum(t.state in done for t in study.trials) < trials:
-        study.optimize(
-            objective(search, {k: v for k, v in fixed.items() if k not in SPLIT_SETTINGS}, for_trials, out, deadline),
-            timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
-            callbacks=callbacks,
-            catch=(GraftcvError,),  # a setting the data or machine refuses: that trial fails, the study goes on
-            gc_after_trial=True,
-        )
+        with parent_run({k: v for k, v in fixed.items() if k not in SPLIT_SETTINGS}, f"tune {out.name}") as given:
+            study.optimize(
+                objective(search, given, for_trials, out, deadline),
+                timeout=None if deadline is None else max(1.0, deadline - time.monotonic()),
+                callbacks=callbacks,
+                catch=(GraftcvError,),  # a setting the data or machine refuses: that trial fails, the study goes on
+                gc_after_trial=True,
+            )
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         if failed and len(failed) >= FAILURES_BEFORE_STOP:
