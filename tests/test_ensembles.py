@@ -32,7 +32,7 @@ def test_ensemble_is_one_pickle_free_artifact_of_weighted_members(members):
     base, (tuned, probe) = members["base"], members["runs"]
     run = graftcv.ensemble([tuned.out_dir, probe.out_dir / "model"], base / "equal", weights="equal")
     files = sorted(p.name for p in (base / "equal" / "model").iterdir())
-    assert files == ["graftcv.json", "model.safetensors"]
+    assert files == ["README.md", "graftcv.json", "model.safetensors"]  # the model card, the metadata, the weights
     meta = json.loads((base / "equal" / "model" / "graftcv.json").read_text())
     assert meta["kind"] == "ensemble" and meta["weights"] == [0.5, 0.5] and len(meta["members"]) == 2
     assert meta["data_config"]["input_size"][-1] == 40  # the larger member's input; the other is resized
