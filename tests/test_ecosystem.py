@@ -65,6 +65,8 @@ def test_the_estimator_follows_scikit_learn_conventions(tmp_path: Path) -> None:
     assert np.allclose(model.predict_proba(arrays), model.predict_proba(paths[:4]), atol=1e-5)
     with pytest.raises(ValueError, match="image paths, PIL images or arrays"):
         model.predict_proba([3.5])
+    with pytest.raises(ValueError, match="which is not a file"):
+        estimator().fit([*paths[:-1], str(tmp_path / "missing.png")], y)
 
 
 def test_grid_search_cross_validation_pipeline_and_calibration(tmp_path: Path) -> None:
@@ -205,3 +207,7 @@ def test_a_comparison_nests_its_runs_under_one_mlflow_run(make_folder, tmp_path:
 def test_an_unknown_logger_is_one_sentence(make_folder, tmp_path: Path) -> None:
     with pytest.raises(GraftcvError, match="Unknown --logger 'wandb'"):
         graftcv.fit(make_folder(), tmp_path / "run", **(TINY | {"logger": "csv,wandb"}))
+    pytest.importorskip("mlflow")
+    with pytest.raises(GraftcvError, match="cannot create that folder"):
+        graftcv.fit(make_folder(), tmp_path / "run", **(TINY | {"logger": "mlflow", "tracking_uri": "/proc/no/store"}))
+    assert not any((tmp_path / "run").iterdir())  # refused before anything was written

@@ -64,6 +64,14 @@ def write_json(path: str | Path, data: object) -> Path:
     return write_text(path, json.dumps(data, indent=2, default=str))
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object, or None when it is missing or broken (readers of old or partial runs)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 @contextlib.contextmanager
 def os_errors(path: str | Path) -> Iterator[None]:
     """Writers that report a failed write in their own exception type (safetensors: `SafetensorError: ... I/O

@@ -3,12 +3,11 @@ intended use, limits and how to load it), generated from graftcv.json and, besid
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
 
-from graftcv.atomic import write_text
+from graftcv.atomic import read_json, write_text
 from graftcv.catalog import CATALOG
 from graftcv.meta import META_FILE
 
@@ -23,21 +22,16 @@ def write_card(model_dir: str | Path) -> Path | None:
     """(Re)write MODEL/README.md from its graftcv.json and, when MODEL sits in a run directory, that run's
     summary.json and config.json; None when MODEL holds no graftcv.json."""
     model_dir = Path(model_dir)
-    meta = read_json_file(model_dir / META_FILE)
+    meta = read_json(model_dir / META_FILE)
     if not isinstance(meta, dict):
         return None
-    run = model_dir.parent
-    summary = read_json_file(run / "summary.json") if model_dir.name == "model" else None
-    config = read_json_file(run / "config.json") if model_dir.name == "model" else None
-    return write_text(model_dir / CARD_FILE, card_text(meta, summary or {}, config or {}))
-
-
-def read_json_file(path: Path) -> dict | None:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
+    beside_a_run = model_dir.name == "model"
+    summary = read_json(model_dir.parent / "summary.json") if beside_a_run else None
+    config = read_json(model_dir.parent / "config.json") if beside_a_run else None
+    return write_text(
+        model_dir / CARD_FILE,
+        card_text(meta, summary if isinstance(summary, dict) else {}, config if isinstance(config, dict) else {}),
+    )
 
 
 def card_text(meta: dict, summary: dict, config: dict) -> str:

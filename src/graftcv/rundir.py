@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from graftcv.atomic import write_json, write_text
+from graftcv.atomic import read_json, write_json, write_text
 from graftcv.data import ImageSet
 from graftcv.data.shards import MANIFEST
 from graftcv.errors import GraftcvError
@@ -62,14 +62,6 @@ def data_name(data: object) -> str:
 def default_run_dir(*parts: str) -> Path:
     """runs/PART-PART-<time>, e.g. runs/photos-finetune-20261201-101500."""
     return Path("runs") / "-".join([*parts, datetime.now().strftime("%Y%m%d-%H%M%S")])
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file's object, or None when it is missing or broken (readers of old or partial runs)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def read_csv(path: Path) -> list[dict] | None:

@@ -123,6 +123,8 @@ def _as_paths(images: list, folder: Path) -> list[Path]:
     paths = []
     for index, image in enumerate(images):
         if isinstance(image, (str, Path)):
+            if not Path(image).is_file():
+                raise ValueError(f"X[{index}] is {str(image)!r}, which is not a file.")
             paths.append(Path(image))
             continue
         if isinstance(image, np.ndarray):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,8 +30,12 @@ class Tracker:
 
     def epoch(self, metrics: dict) -> None:
         step = next(self.step)
-        for logger in self.loggers:
-            logger.log_metrics(metrics, step=step)
+        for logger in list(self.loggers):
+            try:
+                logger.log_metrics(metrics, step=step)
+            except Exception as error:  # a tracking server gone mid-run: the run itself goes on without it
+                log.warning("--logger %s failed (%s): it logs no more of this run.", kind(logger), str(error)[:200])
+                self.loggers.remove(logger)
 
     def finish(self, run) -> None:
         """Final scores, then the model directory and the run's files as MLflow artifacts; the run id goes into
@@ -44,9 +49,9 @@ class Tracker:
             logger.log_metrics(final, step=step)
             if _is_mlflow(logger):
                 _log_files(logger.experiment, logger.run_id, Path(run.out_dir))
-                found |= {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger._tracking_uri}
+                found |= {"mlflow_run_id": logger.run_id, "mlflow_tracking_uri": logger.graftcv_uri}
             else:
-                found[f"{logger.name}_dir"] = str(logger.log_dir)
+                found[f"{kind(logger)}_dir"] = str(logger.log_dir)
             logger.finalize("success")
         if found:
             from graftcv.rundir import RunDir
@@ -66,6 +71,11 @@ def _final(key: str, value: object) -> bool:
 
 def _is_mlflow(logger) -> bool:
     return type(logger).__name__ == "MLFlowLogger"
+
+
+def kind(logger) -> str:
+    """The --logger name of a logger (MLFlowLogger.name is its experiment id, which asks the server)."""
+    return {"CSVLogger": "csv", "TensorBoardLogger": "tensorboard", "MLFlowLogger": "mlflow"}[type(logger).__name__]
 
 
 def _log_files(client, run_id: str, out_dir: Path) -> None:
@@ -101,13 +111,19 @@ def make_loggers(config: TrainConfig, save_dir: Path, run_name: str) -> list:
 
 
 def _mlflow(config: TrainConfig, run_name: str):
+    # MLflow retries an unreachable server for minutes by default; a run should say so at its start instead
+    # (both stay the user's to set)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     import mlflow  # noqa: F401 (the logger imports it lazily; a missing package should fail here, at the start)
     from lightning.pytorch.loggers import MLFlowLogger
 
     tags = {"mlflow.parentRunId": config.parent_run} if config.parent_run else None
     uri, artifacts = store(config.tracking_uri)
-    return MLFlowLogger(experiment_name=config.experiment, run_name=run_name, tracking_uri=uri, tags=tags,
-                        artifact_location=artifacts)  # fmt: skip
+    logger = MLFlowLogger(experiment_name=config.experiment, run_name=run_name, tracking_uri=uri, tags=tags,
+                          artifact_location=artifacts)  # fmt: skip
+    logger.graftcv_uri = uri  # where finish() says the run lives (the logger keeps its own privately)
+    return logger
 
 
 def store(uri: str | None) -> tuple[str | None, str | None]:
@@ -117,7 +133,10 @@ def store(uri: str | None) -> tuple[str | None, str | None]:
     if uri is None or "://" in uri or uri.startswith(("file:", "databricks")):
         return uri, None
     folder = Path(uri).expanduser().resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GraftcvError(f"--tracking-uri {uri}: cannot create that folder ({error.strerror or error}).") from None
     return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
 
 
@@ -134,7 +153,12 @@ def tracked(config: TrainConfig, record: dict, save_dir: Path, run_name: str) ->
         return
     loggers = make_loggers(config, save_dir, run_name)
     for logger in loggers:
-        logger.log_hyperparams(hyperparameters(record))
+        try:
+            logger.log_hyperparams(hyperparameters(record))  # MLflow reaches its store here, before any training
+        except Exception as error:  # MLflow's and the filesystem's own error types
+            where = f" at {config.tracking_uri}" if config.tracking_uri else ""
+            reason = str(error).splitlines()[0][:160].rstrip(".") if str(error) else type(error).__name__
+            raise GraftcvError(f"--logger {kind(logger)} cannot write to its store{where} ({reason}).") from None
     tracker = Tracker(loggers, itertools.count())
     try:
         with listening(tracker.epoch):
