@@ -125,27 +125,31 @@ def test_accumulated_micro_batches_train_the_same_weights(data, tmp_path):
     assert max((a[k].float() - c[k].float()).abs().max().item() for k in a) > 1e-4  # training did move them
 
 
-def test_early_stopping_waits_for_the_learning_rate_to_peak():
+def test_early_stopping_waits_for_the_learning_rate_to_settle():
     from types import SimpleNamespace
 
     import torch
 
     from graftcv.training.callbacks import PatientWhileWarming
 
-    def trainer_at(lr: float, loss: float, state: SimpleNamespace) -> SimpleNamespace:
-        state.optimizers = [SimpleNamespace(param_groups=[{"lr": lr}, {"lr": lr / 10}])]
-        state.callback_metrics = {"val_loss": torch.tensor(loss)}
-        return state
+    def run(epochs: list[tuple[float, float]]) -> list[bool]:
+        strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+        state = SimpleNamespace(fast_dev_run=False, should_stop=False, current_epoch=0, strategy=strategy)
+        stopper = PatientWhileWarming("val_loss", patience=3, mode="min")
+        stopped = []
+        for epoch, (lr, loss) in enumerate(epochs):
+            state.current_epoch = epoch
+            state.optimizers = [SimpleNamespace(param_groups=[{"lr": lr}, {"lr": lr / 10}])]
+            state.callback_metrics = {"val_loss": torch.tensor(loss)}
+            stopper._run_early_stopping_check(state)
+            stopped.append(state.should_stop)
+        return stopped
 
-    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
-    state = SimpleNamespace(fast_dev_run=False, should_stop=False, current_epoch=0, strategy=strategy)
-    stopper = PatientWhileWarming("val_loss", patience=3, mode="min")
     warm_up = [(1e-4, 0.50), (2e-4, 0.60), (3e-4, 0.70), (4e-4, 0.80)]  # loss worse while the rate climbs
-    for epoch, (lr, loss) in enumerate(warm_up):
-        state.current_epoch = epoch
-        stopper._run_early_stopping_check(trainer_at(lr, loss, state))
-        assert not state.should_stop  # plain EarlyStopping(patience=3) stops here, at the peak
-    for epoch, (lr, loss) in enumerate([(3e-4, 0.85), (2e-4, 0.9), (1e-4, 0.95)], start=4):
-        state.current_epoch = epoch
-        stopper._run_early_stopping_check(trainer_at(lr, loss, state))
-    assert state.should_stop  # three epochs after the peak without beating its loss
+    high = [(3.5e-4, 0.85), (3e-4, 0.90), (2.5e-4, 0.95)]  # and while it is still above half its peak
+    low = [(1.5e-4, 0.96), (1e-4, 0.97), (0.5e-4, 0.98)]
+    stopped = run(warm_up + high + low)
+    assert not any(stopped[: len(warm_up) + len(high)])  # plain EarlyStopping(patience=3) stops at the peak
+    assert stopped[-1]  # three epochs below half the peak without beating the loss where the rate got there
+    flat = run([(1e-3, 0.5), (1e-3, 0.6), (1e-3, 0.7), (1e-3, 0.8)])
+    assert flat == [False, False, False, True]  # a constant rate counts from the start

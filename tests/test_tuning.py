@@ -173,6 +173,16 @@ def test_presets_fast_and_best(tune_data, tmp_path):
     assert (tmp_path / "best" / "model" / "graftcv.json").is_file()
     meta = json.loads((tmp_path / "best" / "model" / "graftcv.json").read_text())
     assert graftcv.load(tmp_path / "best" / "model").tta == meta.get("tta", "none")
+    from rich.console import Console
+
+    from graftcv.cli.tables import run_table
+
+    ensemble_summary = json.loads((tmp_path / "best" / "ensemble" / "summary.json").read_text())
+    for shown in (summary, ensemble_summary | {"preset": "best", "preset_choice": "ensemble"}):
+        console = Console(record=True, width=160)
+        console.print(run_table(shown))  # the CLI's table of an ensemble: no epochs or training images of its own
+        text = console.export_text()
+        assert "val_accuracy" in text and "preset" in text
     with pytest.raises(GraftcvError, match="Unknown --preset"):
         run_preset(data, tmp_path / "x", "slow")
 

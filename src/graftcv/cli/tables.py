@@ -38,11 +38,24 @@ def run_table(summary: dict) -> Table:
         shown += ["test_accuracy"] if "test_accuracy" in summary else []
     for key in shown:
         table.add_row(key, f"{summary[key]:.4f}")
-    table.add_row("epochs (best)", f"{summary['epochs']} ({summary['best_epoch']})")
-    table.add_row("train / wall seconds", f"{summary['train_seconds']:.1f} / {summary['wall_seconds']:.1f}")
-    table.add_row("images train / val", f"{summary['n_train']} / {summary['n_val']}")
-    table.add_row("train images per class", " · ".join(f"{k} {v}" for k, v in summary["train_counts"].items()))
-    table.add_row("skipped files", str(summary["skipped_files"]))
+    # an ensemble's summary (train --preset best may choose one) has no epochs or training images of its own
+    if "epochs" in summary:
+        table.add_row("epochs (best)", f"{summary['epochs']} ({summary.get('best_epoch', '?')})")
+    if "train_seconds" in summary:
+        table.add_row("train / wall seconds", f"{summary['train_seconds']:.1f} / {summary['wall_seconds']:.1f}")
+    elif "wall_seconds" in summary:
+        table.add_row("wall seconds", f"{summary['wall_seconds']:.1f}")
+    if "n_train" in summary:
+        table.add_row("images train / val", f"{summary['n_train']} / {summary['n_val']}")
+    if "train_counts" in summary:
+        table.add_row("train images per class", " · ".join(f"{k} {v}" for k, v in summary["train_counts"].items()))
+    if "skipped_files" in summary:
+        table.add_row("skipped files", str(summary["skipped_files"]))
+    if "preset" in summary:
+        choice = f": {summary['preset_choice']}" if summary.get("preset_choice") else ""
+        table.add_row("preset", f"{summary['preset']} ({summary.get('preset_budget')}){choice}")
+    if summary.get("tta"):
+        table.add_row("test-time augmentation", str(summary["tta"]))
     for name, row in summary.get("snapshots", {}).items():  # --snapshots: the best epoch against its variants
         scores = " · ".join(
             f"{split} {row[f'{split}_accuracy']:.4f}" for split in ("val", "test") if f"{split}_accuracy" in row
