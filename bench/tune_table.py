@@ -1,5 +1,7 @@
 """The issue-21 table of one set: test accuracy, macro-F1, seconds and the change against the default train.
 
+The last column compares with the mean of the default's seeds (0, 1, 2: rows default, default-seed1, default-seed2).
+
 .venv/bin/python bench/tune_table.py bench/out/issue21/flowers5
 """
 
@@ -11,6 +13,8 @@ from pathlib import Path
 
 ROWS = [  # (label, directory, kind): kind "run" reads summary.json, "eval" an evaluate --out metrics.json
     ("default train (Lite0, finetune)", "default", "run"),
+    ("default train, --seed 1", "default-seed1", "run"),
+    ("default train, --seed 2", "default-seed2", "run"),
     ("default, re-evaluated (no TTA)", "eval-plain", "eval"),
     ("default + TTA flip", "eval-flip", "eval"),
     ("default + TTA flip-crops", "eval-flipcrops", "eval"),
@@ -41,8 +45,11 @@ def main() -> None:
             name, value = line.split()
             seconds[name] = float(value)
     base = None
-    print("| row | test acc | test macro-F1 | seconds | Δ test acc vs default (points) |")
-    print("|---|---:|---:|---:|---:|")
+    defaults = [root / name / "summary.json" for name in ("default", "default-seed1", "default-seed2")]
+    scores = [json.loads(path.read_text())["test_accuracy"] for path in defaults if path.is_file()]
+    mean = sum(scores) / len(scores) if scores else float("nan")
+    print(f"| row | test acc | test macro-F1 | seconds | Δ vs default (points) | Δ vs {len(scores)}-seed mean |")
+    print("|---|---:|---:|---:|---:|---:|")
     for label, name, kind in ROWS:
         path = root / name / ("metrics.json" if kind == "eval" else "summary.json")
         if not path.is_file():
@@ -53,14 +60,14 @@ def main() -> None:
             if "test_accuracy" not in found:
                 continue
         if kind != "eval" and "test_accuracy" not in found:  # an ensemble of tune's trials, which saw no test split
-            print(f"| {label} | – (val {found.get('val_accuracy', float('nan')):.4f}) | – | – | – |")
+            print(f"| {label} | – (val {found.get('val_accuracy', float('nan')):.4f}) | – | – | – | – |")
             continue
         acc = found["accuracy"] if kind == "eval" else found["test_accuracy"]
         f1 = found["macro_f1"] if kind == "eval" else found["test_macro_f1"]
         base = acc if base is None else base
         spent = seconds.get(STEPS.get(name, name)) or found.get("preset_seconds") or found.get("wall_seconds")
         shown = f"{spent:.0f}" if spent else "–"
-        print(f"| {label} | {acc:.4f} | {f1:.4f} | {shown} | {100 * (acc - base):+.2f} |")
+        print(f"| {label} | {acc:.4f} | {f1:.4f} | {shown} | {100 * (acc - base):+.2f} | {100 * (acc - mean):+.2f} |")
 
 
 if __name__ == "__main__":

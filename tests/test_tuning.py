@@ -171,6 +171,7 @@ def test_presets_fast_and_best(tune_data, tmp_path):
     assert chosen == "ensemble" if ensemble_val >= max(m["val_accuracy"] for m in members) else chosen != "ensemble"
     assert summary["preset"] == "best" and "test_accuracy" in summary and summary["preset_seconds"] < 60
     assert (tmp_path / "best" / "model" / "graftcv.json").is_file()
+    assert Path(summary["model_dir"]) == tmp_path / "best" / "model"  # what the CLI prints, not the copied run's
     meta = json.loads((tmp_path / "best" / "model" / "graftcv.json").read_text())
     assert graftcv.load(tmp_path / "best" / "model").tta == meta.get("tta", "none")
     from rich.console import Console

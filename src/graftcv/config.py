@@ -102,7 +102,9 @@ class TrainConfig:
     )
     dropout: float = setting(0.2, "Head dropout", "Optimisation")
     drop_path: float = setting(0.1, "Stochastic depth", "Optimisation")
-    patience: int = setting(3, "Early-stopping patience (epochs)", "Optimisation")
+    patience: int = setting(
+        3, "Early stopping: epochs without a better val loss, once the rate is under half its peak", "Optimisation"
+    )
     max_time: str | None = setting(None, "e.g. 10m: stop training there and keep the best", "Optimisation")
     # execution
     budget: str | None = setting(

@@ -111,6 +111,7 @@ def _best(data, out: Path, budget: str, settings: dict, started: float) -> Run:
     summary = (RunDir(out).summary() or {}) | {
         "preset_choice": "ensemble" if chosen == out / "ensemble" else chosen.name,
         "preset_members": [str(r) for r in runs],
+        "model_dir": str(out / "model"),  # not the copied run's own
         "wall_seconds": round(time.monotonic() - started, 1),
     }
     RunDir(out).write_summary(summary)
