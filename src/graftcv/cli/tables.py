@@ -40,7 +40,7 @@ def run_table(summary: dict) -> Table:
         table.add_row(key, f"{summary[key]:.4f}")
     # an ensemble's summary (train --preset best may choose one) has no epochs or training images of its own
     if "epochs" in summary:
-        table.add_row("epochs (best)", f"{summary['epochs']} ({summary.get('best_epoch', '?')})")
+        table.add_row("epochs (best)", f"{summary['epochs']} ({summary['best_epoch']})")
     if "train_seconds" in summary:
         table.add_row("train / wall seconds", f"{summary['train_seconds']:.1f} / {summary['wall_seconds']:.1f}")
     elif "wall_seconds" in summary:

@@ -217,12 +217,11 @@ class PatientWhileWarming(EarlyStopping):
         rates = [group["lr"] for optimizer in trainer.optimizers for group in optimizer.param_groups]
         lr = max(rates) if rates else None
         settling = False
-        if lr is not None and self._last_lr is not None:
-            rising = lr > self._last_lr * (1 + 1e-9)
-            decaying_from_high = lr < self._last_lr * (1 - 1e-9) and lr > 0.5 * self._peak_lr
-            settling = rising or decaying_from_high
         if lr is not None:
-            self._last_lr, self._peak_lr = lr, max(self._peak_lr, lr)
+            self._peak_lr = max(self._peak_lr, lr)
+            moving = self._last_lr is not None and abs(lr - self._last_lr) > 1e-9 * self._last_lr
+            settling = moving and lr > 0.5 * self._peak_lr  # rising (lr is the peak), or decaying from high
+            self._last_lr = lr
         current = trainer.callback_metrics.get(self.monitor)
         if settling and current is not None:
             self.best_score = current.squeeze().detach().to(self.best_score.device).clone()
